@@ -1,0 +1,99 @@
+"""The one model contract between trained networks and samplers.
+
+A *network* is any callable `net(x, t, y=None) -> Tensor` (t: network time, shape (B,); y: class
+labels or None). A `Denoiser` pairs it with what its output means (`Parameterization`) and with the
+Gaussian path x_t = alpha(t) x0 + sigma(t) eps it was trained on, and answers the one question every
+sampler asks:
+
+    model(x_t, t) -> Prediction(x0_hat, eps_hat)
+
+Samplers are plain functions of `(model, x, schedule, ...)`, written in the variance-preserving
+notation of the papers (alpha_bar). A path that is not variance preserving (VE, flow matching) is
+seen by those samplers through `Denoiser.vp()`, which rescales x by s(t) = sqrt(alpha^2 + sigma^2) so
+that x / s(t) = sqrt(abar) x0 + sqrt(1 - abar) eps with abar = alpha^2 / (alpha^2 + sigma^2).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from .parameterization import Parameterization, Prediction, to_prediction
+
+Network = Callable[..., Tensor]
+Model = Callable[[Tensor, Tensor], Prediction]  # the sampler contract: model(x_t, t) -> Prediction
+
+
+class GaussianPath(Protocol):
+    """x_t = alpha(t) x0 + sigma(t) eps, with t the time the network is given."""
+
+    def alpha(self, t: Tensor) -> Tensor: ...
+
+    def sigma(self, t: Tensor) -> Tensor: ...
+
+    def d_alpha(self, t: Tensor) -> Tensor | None: ...
+
+    def d_sigma(self, t: Tensor) -> Tensor | None: ...
+
+
+def expand_like(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-example (B,) or scalar coefficient to broadcast against x of shape (B, ...)."""
+    v = v.to(device=x.device, dtype=x.dtype)
+    if v.ndim == 0:
+        return v
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def batch_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """t as a float tensor of shape (B,) on x's device."""
+    t = torch.as_tensor(t, dtype=torch.float64 if not torch.is_tensor(t) else None)
+    t = t.to(x.device)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    return t
+
+
+class Denoiser:
+    """A network plus the meaning of its output on a Gaussian path; `denoiser(x_t, t, y)` gives x0_hat, eps_hat."""
+
+    def __init__(self, net: Network, parameterization: Parameterization | str, path: GaussianPath):
+        self.net = net
+        self.parameterization = Parameterization.parse(parameterization)
+        self.path = path
+
+    def output(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """The raw network output at (x, t)."""
+        t = batch_time(t, x)
+        return self.net(x, t.to(x.dtype), y) if y is not None else self.net(x, t.to(x.dtype))
+
+    def __call__(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Prediction:
+        """Prediction(x0_hat, eps_hat) at x_t = x, network time t, condition y."""
+        t = batch_time(t, x)
+        path = self.path
+        d_a, d_s = path.d_alpha(t), path.d_sigma(t)
+        return to_prediction(
+            self.output(x, t, y),
+            self.parameterization,
+            x,
+            expand_like(path.alpha(t), x),
+            expand_like(path.sigma(t), x),
+            None if d_a is None else expand_like(d_a, x),
+            None if d_s is None else expand_like(d_s, x),
+        )
+
+    def vp(self, y: Tensor | None = None) -> Model:
+        """This model as seen in variance-preserving coordinates (identity for a VP path)."""
+
+        def model(x_vp: Tensor, t: Tensor) -> Prediction:
+            t = batch_time(t, x_vp)
+            scale = expand_like((self.path.alpha(t) ** 2 + self.path.sigma(t) ** 2).sqrt(), x_vp)
+            return self(x_vp * scale, t, y)
+
+        return model
+
+    def score(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """grad_x log q_t(x) = -eps_hat / sigma(t)."""
+        t = batch_time(t, x)
+        return -self(x, t, y).eps / expand_like(self.path.sigma(t), x)

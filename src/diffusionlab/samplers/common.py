@@ -1,0 +1,47 @@
+"""Pieces shared by every sampler: NFE counting, the per-step callback, x0 clipping."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Model
+from ..parameterization import Prediction, eps_from_x0
+
+
+class StepCallback(Protocol):
+    """Called after each step with the step index k (K..1), the new x and the x0 prediction used."""
+
+    def __call__(self, k: int, x: Tensor, x0_hat: Tensor) -> None: ...
+
+
+class NFECounter:
+    """Wraps a model and counts its network function evaluations."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Prediction:
+        self.nfe += 1
+        return self.model(x, t)
+
+
+def predict(model: Model, x: Tensor, t: float, alpha_bar: Tensor, clip_x0: bool) -> Prediction:
+    """model(x, t) with t broadcast to the batch; if clip_x0, clamp x0_hat to [-1, 1] and recompute eps_hat."""
+    pred = model(x, torch.full((x.shape[0],), float(t), device=x.device))
+    if clip_x0:
+        # Ho et al.'s reference sampler clips x0 to the data range; eps must then agree with the clipped x0.
+        x0 = pred.x0.clamp(-1, 1)
+        pred = Prediction(x0, eps_from_x0(x, x0, alpha_bar.sqrt(), (1 - alpha_bar).sqrt()))
+    return pred
+
+
+def _noop(k: int, x: Tensor, x0_hat: Tensor) -> None:
+    return None
+
+
+Callback = Callable[[int, Tensor, Tensor], None]
+noop_callback: Callback = _noop

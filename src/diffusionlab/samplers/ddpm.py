@@ -1,0 +1,45 @@
+"""Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2; SPEC.md section 1).
+
+On a respaced schedule (Nichol & Dhariwal 2021, section 4) the same lines run with
+beta_k = 1 - abar_k / abar_{k-1} of the kept steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Model
+from ..errors import ConfigError
+from ..schedules import NoiseSchedule
+from .common import Callback, noop_callback, predict
+
+VARIANCES = ("beta", "beta_tilde")
+
+
+@torch.no_grad()
+def sample_ddpm(
+    model: Model,
+    x: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    variance: str = "beta_tilde",
+    clip_x0: bool = False,
+    generator: torch.Generator | None = None,
+    callback: Callback = noop_callback,
+) -> Tensor:
+    """Algorithm 2 from x = x_T ~ N(0, I); sigma_t^2 = beta_t or beta~_t (the upper / lower entropy bounds)."""
+    if variance not in VARIANCES:
+        raise ConfigError(f"unknown DDPM variance {variance!r}; choose from {', '.join(VARIANCES)}")
+    abar, beta = schedule.alpha_bar, schedule.betas
+    sigma2 = beta if variance == "beta" else schedule.posterior_variance
+    for k in range(schedule.T, 0, -1):  # line 2: for t = T, ..., 1
+        alpha_k, abar_k = 1 - beta[k], abar[k]
+        # line 3: z ~ N(0, I) if t > 1, else z = 0
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) if k > 1 else torch.zeros_like(x)
+        pred = predict(model, x, schedule.timesteps[k], abar_k, clip_x0)
+        # line 4: x_{t-1} = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) * eps_theta) / sqrt(alpha_t) + sigma_t z
+        mean = (x - (1 - alpha_k) / (1 - abar_k).sqrt() * pred.eps) / alpha_k.sqrt()
+        x = mean + sigma2[k].sqrt() * z
+        callback(k, x, pred.x0)
+    return x  # line 6: return x_0
