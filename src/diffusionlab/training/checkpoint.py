@@ -1,0 +1,210 @@
+"""Run-directory checkpoints: tensors in safetensors, everything else in JSON, written atomically.
+
+Layout of one checkpoint, `RUN/checkpoints/step_00001000/`:
+  model.safetensors      the trained weights
+  ema.safetensors        the EMA weights (used for sampling)
+  optimizer.safetensors  the optimizer's tensors (Adam moments, step counts)
+  state.json             step, optimizer hyper-parameters, RNG states, EMA count, config, metadata
+
+A checkpoint is written into a hidden temporary folder and renamed into place (rename is atomic on
+POSIX), so a checkpoint directory either exists complete or not at all; a crash mid-write can never
+damage an earlier checkpoint. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to `path` via a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a torch optimizer state_dict into safetensors-able tensors and a JSON-able remainder."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{key}"] = value.detach().cpu().clone(memory_format=torch.contiguous_format)  # a snapshot, not a view
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    groups = json.loads(json.dumps(state["param_groups"], default=list))
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch, numpy, python) as JSON-able values."""
+    np_state = np.random.get_state()
+    return {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "numpy": [np_state[0], np_state[1].tolist(), *[int(v) if isinstance(v, (int, np.integer)) else float(v) for v in np_state[2:]]],
+        "python": json.loads(json.dumps(random.getstate(), default=list)),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states saved by `rng_state`."""
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint."""
+
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    state: dict[str, Any]
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """RUN/checkpoints."""
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as (step, path), oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    state: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write checkpoint `step` atomically and prune to the newest `keep`; returns its folder."""
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp-step_{step:08d}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        full_state = {**state, "step": step, "optimizer": opt_meta}
+        (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
+        for name in FILES:
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():  # the same step written again after a resume: swap, never leave a gap
+            trash = root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            os.rename(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep is not None:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file missing: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint file {path} is corrupt or unreadable ({str(e).splitlines()[0][:120]})") from None
+
+
+def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
+    """Load one checkpoint folder; a missing or damaged file gives a CheckpointError naming it."""
+    path = Path(path)
+    state_path = path / "state.json"
+    if not state_path.is_file():
+        raise CheckpointError(f"checkpoint file missing: {state_path}")
+    try:
+        state = json.loads(state_path.read_text())
+        step = int(state["step"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint file {state_path} is corrupt or unreadable") from None
+    model = _load_tensors(path / "model.safetensors")
+    ema = _load_tensors(path / "ema.safetensors")
+    optimizer = None
+    if with_optimizer:
+        optimizer = unflatten_optimizer_state(_load_tensors(path / "optimizer.safetensors"), state["optimizer"])
+    return Checkpoint(path, step, model, ema, optimizer, state)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest complete checkpoint of a run, or a CheckpointError saying there is none."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir(run_dir)}")
+    return found[-1][1]

@@ -1,0 +1,197 @@
+"""Run configuration (JSON) and the named presets.
+
+A run is fully described by a `RunConfig`; `config.json` in the run directory is its `to_dict()`.
+Presets are starting points chosen by measurement (see README.md and BENCHMARKS.md); every field
+can be overridden from a JSON file (`--config`) or the command line.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the training images come from (see diffusionlab.data.load_dataset)."""
+
+    source: str = "digits"
+    data_dir: str | None = None
+    split: str = "train"
+    image_size: int | None = None
+    channels: int | None = None
+    hflip: bool = False  # random horizontal flips; wrong for digits, right for most natural images
+
+
+@dataclass
+class ProcessConfig:
+    """The generative process: method and its settings (SPEC.md section 1 for 'ddpm')."""
+
+    method: str = "ddpm"
+    schedule: str = "cosine"
+    T: int = 1000
+    prediction: str = "eps"
+
+
+@dataclass
+class OptimConfig:
+    """Training loop settings: AdamW with linear warm-up, gradient clipping, EMA with warm-up."""
+
+    batch_size: int = 128  # global batch, split evenly across processes
+    steps: int | None = 4000
+    minutes: float | None = None  # wall-clock budget; training stops at whichever of steps/minutes comes first
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    seed: int = 0
+    mixed_precision: str = "no"  # 'no', 'bf16' or 'fp16' (through HF Accelerate)
+    class_conditional: bool = False
+    label_dropout: float = 0.1  # p_uncond for classifier-free guidance (Ho & Salimans 2022)
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class SampleConfig:
+    """How the sample grids written during training are drawn."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    n: int = 64
+    clip_x0: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    preset: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # UNetConfig fields; image size/channels come from the data
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "RunConfig":
+        """Parse and validate a dict (unknown keys are an error: a typo must not be silently ignored)."""
+        sections = {"data": DataConfig, "process": ProcessConfig, "train": OptimConfig, "sample": SampleConfig}
+        unknown = set(d) - set(sections) - {"preset", "model"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        kwargs: dict[str, Any] = {"preset": d.get("preset"), "model": dict(d.get("model") or {})}
+        for name, cls in sections.items():
+            kwargs[name] = _build(cls, d.get(name) or {}, name)
+        cfg = RunConfig(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ConfigError on values that cannot work."""
+        t = self.train
+        if t.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if t.steps is None and t.minutes is None:
+            raise ConfigError("give a budget: steps or minutes")
+        if t.steps is not None and t.steps < 1:
+            raise ConfigError("steps must be >= 1")
+        if t.minutes is not None and t.minutes <= 0:
+            raise ConfigError("minutes must be > 0")
+        if not 0.0 <= t.ema_decay < 1.0:
+            raise ConfigError("ema_decay must be in [0, 1)")
+        if not 0.0 <= t.label_dropout < 1.0:
+            raise ConfigError("label_dropout must be in [0, 1)")
+        if t.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError("mixed_precision must be one of no, bf16, fp16")
+        if t.lr <= 0:
+            raise ConfigError("lr must be > 0")
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Instantiate a config dataclass from a dict, rejecting unknown keys with a one-line error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) in config section '{section}': {', '.join(sorted(unknown))}")
+    values = dict(values)
+    if "adam_betas" in values:
+        values["adam_betas"] = tuple(values["adam_betas"])
+    return cls(**values)
+
+
+# Presets. Numbers are chosen by measurement on the 2-core CI machine (BENCHMARKS.md, "Presets").
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "data": {"source": "digits", "split": "all"},
+        "model": {"base_channels": 64, "channel_mult": [1, 2], "num_res_blocks": 2, "attention_resolutions": [4],
+                  "dropout": 0.0, "num_heads": 4},
+        "process": {"method": "ddpm", "schedule": "cosine", "T": 1000, "prediction": "eps"},
+        "train": {"batch_size": 128, "steps": 3000, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.999,
+                  "sample_every": 1000, "checkpoint_every": 500, "log_every": 50},
+        "sample": {"sampler": "ddim", "steps": 50, "n": 100},
+    },
+    "mnist": {
+        "data": {"source": "mnist", "split": "train"},
+        "model": {"base_channels": 64, "channel_mult": [1, 2, 2], "num_res_blocks": 2, "attention_resolutions": [7],
+                  "dropout": 0.1, "num_heads": 4},
+        "process": {"method": "ddpm", "schedule": "cosine", "T": 1000, "prediction": "eps"},
+        "train": {"batch_size": 128, "steps": 20000, "lr": 2e-4, "warmup_steps": 500, "ema_decay": 0.9995,
+                  "sample_every": 2000, "checkpoint_every": 1000, "log_every": 100},
+        "sample": {"sampler": "ddim", "steps": 50, "n": 100},
+    },
+}
+
+
+def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `new` into a copy of `base`."""
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def preset_config(name: str | None) -> dict[str, Any]:
+    """The preset `name` merged over the defaults, as a dict."""
+    base = RunConfig().to_dict()
+    if name is None:
+        return base
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return deep_update(base, {"preset": name, **PRESETS[name]})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file, with a one-line error naming the file on failure."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a JSON object")
+    return data

@@ -1,0 +1,112 @@
+"""Pictures people look at: sample grids, denoising animations, loss curves. All files are written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def grid_array(images: Tensor, nrow: int | None = None, padding: int = 1, min_tile: int = 32) -> np.ndarray:
+    """Tile uint8 images (N, C, H, W) into one (H', W', C) array, upscaled (nearest) so tiles are >= min_tile px."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError("grid_array expects uint8 images of shape (N, C, H, W)")
+    n, c, h, w = images.shape
+    scale = max(1, math.ceil(min_tile / max(h, w)))
+    if scale > 1:
+        images = images.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+        h, w = h * scale, w * scale
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    out = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), 64, dtype=np.uint8)
+    arr = images.permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y0, x0 = padding + r * (h + padding), padding + col * (w + padding)
+        out[y0 : y0 + h, x0 : x0 + w] = arr[i]
+    return out
+
+
+def _to_pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
+    """Write uint8 images (N, C, H, W) as one PNG grid."""
+    path = Path(path)
+    tmp = _tmp_for(path)
+    _to_pil(grid_array(images, nrow)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_trajectory_gif(
+    frames_xt: Sequence[Tensor], frames_x0: Sequence[Tensor], steps: Sequence[int], path: str | os.PathLike, fps: int = 12
+) -> Path:
+    """Animate denoising: each frame shows the grid of x_t (left) and of the x0 prediction (right) at step t."""
+    path = Path(path)
+    pil_frames = []
+    for xt, x0, t in zip(frames_xt, frames_x0, steps):
+        left, right = grid_array(xt), grid_array(x0)
+        h, w, c = left.shape
+        canvas = np.full((h + 14, 2 * w + 6, c), 255, dtype=np.uint8)
+        canvas[14:, :w], canvas[14:, w + 6 :] = left, right
+        img = _to_pil(canvas).convert("RGB")
+        draw = ImageDraw.Draw(img)
+        draw.text((2, 1), f"x_t  (t={t})", fill=(0, 0, 0))
+        draw.text((w + 8, 1), "x0 prediction", fill=(0, 0, 0))
+        pil_frames.append(img)
+    pil_frames += [pil_frames[-1]] * fps  # hold the final samples for a second
+    tmp = _tmp_for(path)
+    pil_frames[0].save(tmp, format="GIF", save_all=True, append_images=pil_frames[1:], duration=int(1000 / fps), loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_metrics(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
+    """Plot the training loss (raw and smoothed) and learning rate from metrics.jsonl into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not Path(metrics_path).is_file():
+        return None
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return None
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(steps, loss, lw=0.8, alpha=0.5, label="loss")
+    if len(loss) >= 5:
+        k = max(2, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax[0].plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("step")
+    ax[0].set_title("training loss")
+    ax[0].legend()
+    ax[1].plot(steps, [r.get("lr", np.nan) for r in rows])
+    ax[1].set_xlabel("step")
+    ax[1].set_title("learning rate")
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = _tmp_for(out_path)
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path

@@ -1,0 +1,26 @@
+"""Shared test helpers: a tiny model config (end-to-end runs in seconds on 2 cores) and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TINY = {
+    "model": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [4],
+              "num_heads": 1, "groups": 8},
+    "process": {"T": 100},
+    "train": {"batch_size": 16, "log_every": 2, "checkpoint_every": 4, "sample_every": 1000, "warmup_steps": 2,
+              "keep_checkpoints": 100},
+    "sample": {"n": 4, "steps": 3},
+}
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m diffusionlab.cli ARGS` in a subprocess with one thread (CI has 2 cores)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env.pop("DIFFUSIONLAB_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "diffusionlab.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
