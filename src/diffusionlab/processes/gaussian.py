@@ -25,8 +25,8 @@ def _at(values: Tensor, t: Tensor, x: Tensor) -> Tensor:
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, a draw from q(x_t | x0) (DDPM eq. 4)."""
-    abar = _at(schedule.alpha_bar, t, x0)
-    return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    # sqrt(1 - abar_t) in float64 before the cast: in float32, 1 - abar_t near t = 1 keeps only ~3 digits.
+    return _at(schedule.alpha_bar.sqrt(), t, x0) * x0 + _at((1 - schedule.alpha_bar).sqrt(), t, x0) * eps
 
 
 def q_posterior(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -91,8 +91,8 @@ class GaussianDiffusion:
 
     def target(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """What the network should output at x_t = q_sample(x0, t, eps)."""
-        abar = _at(self.schedule.alpha_bar, t, x0)
-        return from_prediction(Prediction(x0, eps), self.prediction, abar.sqrt(), (1 - abar).sqrt())
+        alpha, sigma = _at(self.schedule.alpha_bar.sqrt(), t, x0), _at((1 - self.schedule.alpha_bar).sqrt(), t, x0)
+        return from_prediction(Prediction(x0, eps), self.prediction, alpha, sigma)
 
     def loss(self, net: Network, x0: Tensor, t: Tensor, eps: Tensor, y: Tensor | None = None) -> Tensor:
         """Per-example L_simple = mean over pixels of ||target - net(x_t, t)||^2 (Algorithm 1, line 5)."""

@@ -1,0 +1,127 @@
+"""The building blocks of the UNet (SPEC.md section 8): time embedding, ResNet block, attention, resampling.
+
+References: Ho et al. 2020 (DDPM), Appendix B; Nichol & Dhariwal 2021 (improved DDPM, "iDDPM");
+Vaswani et al. 2017 for the sinusoidal embedding.
+
+Every block works on NCHW tensors in either memory format; the UNet keeps activations in
+`torch.channels_last` because the oneDNN convolution and GroupNorm CPU kernels are faster in it
+(see BENCHMARKS.md), and the attention block is written so that channels_last costs it no copies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of shape (B, dim): [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ...], w_i = max_period^(-i/h)."""
+    # Vaswani et al. 2017, section 3.5, as used for the diffusion time by Ho et al. 2020 (App. B):
+    # h = dim // 2 geometric frequencies from 1 down to 1/max_period (exclusive). An odd dim gets a zero pad.
+    half = dim // 2
+    if not t.is_floating_point():
+        t = t.float()
+    exponent = torch.arange(half, device=t.device, dtype=torch.float64) / half
+    freqs = torch.exp(-math.log(max_period) * exponent).to(t.dtype)
+    args = t[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def group_count(channels: int, groups: int) -> int:
+    """The largest divisor of `channels` that is <= `groups` (so GroupNorm always applies)."""
+    for g in range(min(groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with the largest valid group count <= `groups` (Wu & He 2018, as in Ho et al. 2020)."""
+    return nn.GroupNorm(group_count(channels, groups), channels)
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters in place and return it."""
+    # iDDPM (Nichol & Dhariwal 2021) zero-initialises the last layer of every residual branch and the
+    # output layer, so each block starts as the identity and the initial prediction is 0.
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """Pre-activated ResNet block with the time embedding added after the first conv (Ho et al. 2020, App. B)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_ch, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        # Projects SiLU(embedding) (computed once by the UNet for all blocks) to one bias per channel.
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2 = group_norm(out_ch, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        # A 1x1 conv on the skip path only when the channel count changes (identity otherwise).
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(emb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W grid with a residual connection (Ho et al. 2020, App. B)."""
+
+    def __init__(self, channels: int, num_heads: int, groups: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(channels, groups)
+        # A Linear over the channel axis of the (B, H*W, C) token view is the 1x1 conv of DDPM; with
+        # channels_last activations that view is free, so the block makes no layout copies.
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) -> same shape."""
+        b, c, h, w = x.shape
+        heads = self.num_heads
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        # PyTorch's fused attention (flash kernel on CPU) scales by 1/sqrt(head_dim) and never
+        # materialises the (H*W)^2 attention matrix in the forward pass.
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3x3 conv (Ho et al. 2020, App. B)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, H/2, W/2)."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour upsampling then a 3x3 conv (Ho et al. 2020, App. B)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, 2H, 2W)."""
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

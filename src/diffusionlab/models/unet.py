@@ -1,0 +1,252 @@
+"""The diffusion UNet (SPEC.md section 8), in the DDPM / improved-DDPM layout.
+
+Ho et al. 2020, Appendix B: a PixelCNN++-style UNet of pre-activated ResNet blocks with GroupNorm,
+the sinusoidal time embedding added inside every block, self-attention at low resolution and skip
+connections from encoder to decoder. Nichol & Dhariwal 2021 (iDDPM): multi-head attention, zero-init
+of the last layer of every residual branch, label embedding added to the time embedding
+(Dhariwal & Nichol 2021 use the same for class conditioning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_
+
+
+@dataclass
+class UNetConfig:
+    """Hyper-parameters of `UNet`; validated on construction (ConfigError with a one-line message)."""
+
+    image_size: int | tuple[int, int]  # H (=W) or (H, W)
+    in_channels: int = 1
+    out_channels: int | None = None  # None -> in_channels (2 * in_channels for a learned variance)
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # one entry per resolution level
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = ()  # feature-map heights (7, 14 for 28x28) that get self-attention
+    num_heads: int = 4
+    dropout: float = 0.0
+    num_classes: int | None = None  # label num_classes is the reserved NULL label (classifier-free guidance)
+    time_scale: float = 1.0  # t is multiplied by this before the sinusoidal embedding
+    groups: int = 32  # GroupNorm groups (the largest divisor of the channel count <= groups)
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON) and normalise to tuples so configs compare equal after a round trip.
+        try:
+            if isinstance(self.image_size, (list, tuple)):
+                self.image_size = tuple(int(s) for s in self.image_size)  # type: ignore[assignment]
+            self.channel_mult = tuple(int(m) for m in self.channel_mult)
+            self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
+            self._validate()
+        except (TypeError, ValueError) as e:  # e.g. a string where a number belongs, from a JSON file
+            raise ConfigError(f"invalid UNetConfig value: {e}".splitlines()[0]) from None
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        """(H, W) of the input images."""
+        if isinstance(self.image_size, tuple):
+            return self.image_size  # type: ignore[return-value]
+        return (self.image_size, self.image_size)
+
+    @property
+    def resolved_out_channels(self) -> int:
+        """Output channels (in_channels when out_channels is None)."""
+        return self.in_channels if self.out_channels is None else self.out_channels
+
+    @property
+    def level_sizes(self) -> list[int]:
+        """Feature-map height at each resolution level (what `attention_resolutions` refers to)."""
+        h, _ = self.height_width
+        return [h // 2**i for i in range(len(self.channel_mult))]
+
+    def _validate(self) -> None:
+        if isinstance(self.image_size, tuple) and len(self.image_size) != 2:
+            raise ConfigError(f"image_size must be an int or (H, W), got {self.image_size}")
+        h, w = self.height_width
+        if h < 1 or w < 1:
+            raise ConfigError(f"image_size must be positive, got {self.image_size}")
+        if not self.channel_mult or any(m < 1 for m in self.channel_mult):
+            raise ConfigError(f"channel_mult must be a non-empty tuple of positive ints, got {self.channel_mult}")
+        div = 2 ** (len(self.channel_mult) - 1)
+        if h % div or w % div:
+            raise ConfigError(
+                f"image size {h}x{w} is not divisible by {div} (= 2**(len(channel_mult)-1) for "
+                f"channel_mult={self.channel_mult}); use another size or fewer levels"
+            )
+        for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads", "groups"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.out_channels is not None and self.out_channels < 1:
+            raise ConfigError(f"out_channels must be >= 1 or None, got {self.out_channels}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1 or None, got {self.num_classes}")
+        sizes = self.level_sizes
+        for r in self.attention_resolutions:
+            if r not in sizes:
+                raise ConfigError(f"attention resolution {r} is not a feature-map size of this UNet (sizes: {sizes})")
+        for size, mult in zip(sizes, self.channel_mult):
+            ch = self.base_channels * mult
+            if size in self.attention_resolutions and ch % self.num_heads:
+                raise ConfigError(f"num_heads={self.num_heads} does not divide {ch} channels at attention size {size}")
+        if (self.base_channels * self.channel_mult[-1]) % self.num_heads:
+            raise ConfigError(
+                f"num_heads={self.num_heads} does not divide the {self.base_channels * self.channel_mult[-1]} "
+                "channels of the middle attention block"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UNetConfig":
+        """Inverse of `to_dict`; unknown keys raise ConfigError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown UNetConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if "image_size" not in d:
+            raise ConfigError("UNetConfig needs image_size")
+        return cls(**d)
+
+
+class _Stage(nn.Module):
+    """One ResBlock, optionally followed by self-attention and/or 2x upsampling (decoder only)."""
+
+    def __init__(self, res: ResBlock, attn: AttentionBlock | None, up: Upsample | None = None) -> None:
+        super().__init__()
+        self.res = res
+        self.attn = attn
+        self.up = up
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """Apply the block(s) in order."""
+        x = self.res(x, emb)
+        if self.attn is not None:
+            x = self.attn(x)
+        if self.up is not None:
+            x = self.up(x)
+        return x
+
+
+class UNet(nn.Module):
+    """Noise-prediction UNet `net(x, t, y=None)` of Ho et al. 2020 App. B with iDDPM refinements."""
+
+    # Activation/weight layout; channels_last measured faster on CPU (BENCHMARKS.md).
+    memory_format: torch.memory_format = torch.channels_last
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        base = c.base_channels
+        emb_dim = 4 * base  # Ho et al. 2020 / iDDPM: time-embedding width is 4x the base width
+        self.emb_dim = emb_dim
+
+        # Sinusoidal embedding -> MLP (Linear, SiLU, Linear) (Ho et al. 2020, App. B).
+        self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Class embedding added to the time embedding (Nichol & Dhariwal 2021; Dhariwal & Nichol 2021).
+        # Row num_classes is the NULL label used for classifier-free guidance (Ho & Salimans 2022).
+        self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes is not None else None
+
+        self.input_conv = nn.Conv2d(c.in_channels, base, 3, padding=1)
+
+        # Encoder: every block's output is kept for a skip connection, as in iDDPM.
+        attn_sizes = set(c.attention_resolutions)
+        sizes = c.level_sizes
+        self.down = nn.ModuleList()
+        skip_channels = [base]
+        ch = base
+        for level, mult in enumerate(c.channel_mult):
+            out_ch = base * mult
+            for _ in range(c.num_res_blocks):
+                attn = AttentionBlock(out_ch, c.num_heads, c.groups) if sizes[level] in attn_sizes else None
+                self.down.append(_Stage(ResBlock(ch, out_ch, emb_dim, c.dropout, c.groups), attn))
+                ch = out_ch
+                skip_channels.append(ch)
+            if level != len(c.channel_mult) - 1:
+                self.down.append(Downsample(ch))
+                skip_channels.append(ch)
+
+        # Middle: res, attention, res (Ho et al. 2020, App. B).
+        self.mid_res1 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
+        self.mid_attn = AttentionBlock(ch, c.num_heads, c.groups)
+        self.mid_res2 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
+
+        # Decoder mirrors the encoder with num_res_blocks + 1 blocks per level, each consuming one skip
+        # (concatenated on the channel axis); the last block of a level upsamples.
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(c.channel_mult))):
+            out_ch = base * c.channel_mult[level]
+            for i in range(c.num_res_blocks + 1):
+                res = ResBlock(ch + skip_channels.pop(), out_ch, emb_dim, c.dropout, c.groups)
+                ch = out_ch
+                attn = AttentionBlock(ch, c.num_heads, c.groups) if sizes[level] in attn_sizes else None
+                up = Upsample(ch) if level > 0 and i == c.num_res_blocks else None
+                self.up.append(_Stage(res, attn, up))
+
+        self.out_norm = group_norm(ch, c.groups)
+        self.out_conv = zero_(nn.Conv2d(ch, c.resolved_out_channels, 3, padding=1))
+
+        # channels_last is faster for the CPU conv/GroupNorm kernels (measured, see BENCHMARKS.md).
+        self.to(memory_format=self.memory_format)
+
+    def embed(self, t: Tensor, y: Tensor | None, batch: int) -> Tensor:
+        """The conditioning vector: MLP(sinusoid(time_scale * t)) + label embedding, shape (B, emb_dim)."""
+        t = torch.as_tensor(t, device=self.input_conv.weight.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ConfigError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+        dtype = self.input_conv.weight.dtype
+        sinusoid = timestep_embedding(t * self.config.time_scale, self.config.base_channels).to(dtype)
+        emb = self.time_mlp(sinusoid)
+        n = self.config.num_classes
+        if n is None:
+            if y is not None:
+                raise ConfigError("labels y were given but the UNet is unconditional (num_classes is None)")
+            return emb
+        if y is None:
+            y = torch.full((batch,), n, dtype=torch.long, device=emb.device)  # the NULL label
+        else:
+            if y.shape != (batch,) or y.is_floating_point():
+                raise ConfigError(f"labels y must be an int tensor of shape ({batch},), got {y.dtype} {tuple(y.shape)}")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) > n):
+                raise ConfigError(f"labels must be in [0, {n}] ({n} = null label), got [{int(y.min())}, {int(y.max())}]")
+        return emb + self.label_emb(y.to(emb.device))
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W); t: (B,) network time; y: (B,) labels or None -> (B, out_channels, H, W)."""
+        c = self.config
+        if x.ndim != 4 or x.shape[1] != c.in_channels:
+            raise ConfigError(f"expected input (B, {c.in_channels}, H, W), got {tuple(x.shape)}")
+        div = 2 ** (len(c.channel_mult) - 1)
+        if x.shape[2] % div or x.shape[3] % div:
+            raise ConfigError(f"image size {x.shape[2]}x{x.shape[3]} is not divisible by {div}")
+        # SiLU is the first op of every block's embedding projection (iDDPM), so apply it once here.
+        emb = F.silu(self.embed(t, y, x.shape[0]))
+
+        h = self.input_conv(x.contiguous(memory_format=self.memory_format))
+        skips = [h]
+        for block in self.down:
+            h = block(h, emb) if isinstance(block, _Stage) else block(h)
+            skips.append(h)
+        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb)), emb)
+        for block in self.up:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        # Return a standard-layout tensor so callers can .view() it; the copy is negligible next to the net.
+        return self.out_conv(F.silu(self.out_norm(h))).contiguous()
