@@ -30,6 +30,9 @@ from torch import Tensor, nn
 
 from diffusionlab.models import UNet, UNetConfig, count_parameters
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import cpu_name, write_section  # noqa: E402
+
 HEADING = "## UNet vs diffusers UNet2DModel"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,17 +125,6 @@ def interleaved(fns: dict[str, Callable[[], None]], warmup: int, repeats: int) -
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (platform.processor() as a fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def run(quick: bool, threads: int, with_cl: bool) -> tuple[list[list[str]], str]:
     """Run all cases; return the table rows and a notes string."""
     from diffusers import UNet2DModel
@@ -178,19 +170,6 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    """Replace (or append) our section of BENCHMARKS.md, leaving other sections untouched."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{HEADING}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd = "/work/main/.venv/bin/python " + " ".join(["benchmarks/bench_unet.py", *(argv or sys.argv[1:])])
         body = "\n".join([
             f"- Date: {_dt.date.today().isoformat()}",
-            f"- Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+            f"- Machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
             f"diffusers {diffusers.__version__}, Python {platform.python_version()}",
             f"- Command: `{cmd}` ({notes})",
             "- Times are medians of wall-clock per call, ours and peers interleaved in one process. "
@@ -220,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             tab,
         ])
-        write_section(body)
+        write_section(HEADING, body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""Shared by the benchmark scripts: describe the machine, and replace one section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo (platform.processor() as a fallback)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> str:
+    """One line: CPU, cores, torch and Python versions."""
+    import torch
+
+    return (f"{cpu_name()}, {os.cpu_count()} cores, no GPU" if not torch.cuda.is_available() else
+            f"{cpu_name()}, {os.cpu_count()} cores, GPU {torch.cuda.get_device_name()}") + \
+        f"; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) the section `heading` of BENCHMARKS.md, leaving other sections untouched."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
