@@ -186,3 +186,18 @@ def test_training_reduces_the_loss(tmp_path: Path):
     assert res.loss < 0.6 * rows[0]["loss"]
     assert (tmp_path / "run" / "loss.png").stat().st_size > 0
     assert res.sample_grid is not None and res.sample_grid.exists()
+
+
+def test_minutes_budget_stops_training_and_checkpoints(tmp_path: Path):
+    cfg = _tiny_cfg(None, minutes=0.03)  # 1.8 s of training, no step limit
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res.step > 0
+    assert 1.8 <= res.elapsed_seconds < 60
+    assert res.checkpoint.name == f"step_{res.step:08d}"  # the stop is checkpointed
+
+
+def test_bf16_mixed_precision_trains(tmp_path: Path):
+    res = train(_tiny_cfg(4, mixed_precision="bf16"), tmp_path / "run", progress=False)
+    assert res.step == 4 and 0 < res.loss < 10
+    ck = load_checkpoint(res.checkpoint)
+    assert all(v.dtype == torch.float32 for v in ck.model.values())  # weights stay fp32 under autocast

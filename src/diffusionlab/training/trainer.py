@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast
 from tqdm.auto import tqdm
 
@@ -120,6 +121,16 @@ def sample_grid(cfg: RunConfig, net: torch.nn.Module, ema: EMA, shape: tuple[int
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir` until its step or time budget is spent."""
+    try:
+        return _train(cfg, run_dir, resume, progress)
+    finally:
+        # Accelerate keeps its settings (mixed precision, device) in a process-wide singleton; one call of
+        # train() is one run, so release them and let the next run in the same Python process (a notebook,
+        # the tests) choose its own. The process group (PartialState) is kept for torchrun.
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -> TrainResult:
     run_dir = Path(run_dir)
     tc = cfg.train
     # cpu=True when there is no accelerator: it is what lets Accelerate run data-parallel CPU processes
