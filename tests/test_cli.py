@@ -179,4 +179,4 @@ def test_classify_reports_real_digits_as_all_ten_classes(tmp_path: Path):
     real_rep = json.loads(run_cli("classify", str(tmp_path / "real.npz"), "--json").stdout)
     noise_rep = json.loads(run_cli("classify", str(tmp_path / "noise.npz"), "--json").stdout)
     assert real_rep["classes_found"] == 10 and real_rep["confident_fraction"] > 0.9
-    assert noise_rep["confident_fraction"] < 0.3  # the judge is not fooled by noise
+    assert noise_rep["confident_fraction"] < 0.05  # the judge is not fooled by noise (measured 0%)
