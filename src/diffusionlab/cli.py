@@ -223,9 +223,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"samples: {out}")
     print(f"grid:    {grid}")
     if args.trajectory:
-        from .data import from_model_range as f
-
-        gif = save_trajectory_gif([f(x) for x in res.trajectory_xt], [f(x) for x in res.trajectory_x0],
+        gif = save_trajectory_gif([from_model_range(x) for x in res.trajectory_xt],
+                                  [from_model_range(x) for x in res.trajectory_x0],
                                   res.trajectory_steps, out.with_suffix(".gif"))
         print(f"trajectory: {gif}")
     return 0

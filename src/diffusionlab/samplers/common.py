@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -11,10 +11,8 @@ from ..denoiser import Model
 from ..parameterization import Prediction, eps_from_x0
 
 
-class StepCallback(Protocol):
-    """Called after each step with the step index k (K..1), the new x and the x0 prediction used."""
-
-    def __call__(self, k: int, x: Tensor, x0_hat: Tensor) -> None: ...
+# Called after each step with the step index k (K..1), the new x and the x0 prediction used.
+StepCallback = Callable[[int, Tensor, Tensor], None]
 
 
 class NFECounter:
@@ -39,9 +37,6 @@ def predict(model: Model, x: Tensor, t: float, alpha_bar: Tensor, clip_x0: bool)
     return pred
 
 
-def _noop(k: int, x: Tensor, x0_hat: Tensor) -> None:
+def noop_callback(k: int, x: Tensor, x0_hat: Tensor) -> None:
+    """The default StepCallback: do nothing."""
     return None
-
-
-Callback = Callable[[int, Tensor, Tensor], None]
-noop_callback: Callback = _noop

@@ -8,7 +8,7 @@ from torch import Tensor
 from ..denoiser import Model
 from ..errors import ConfigError
 from ..schedules import NoiseSchedule
-from .common import Callback, noop_callback, predict
+from .common import StepCallback, noop_callback, predict
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def sample_ddim(
     eta: float = 0.0,
     clip_x0: bool = False,
     generator: torch.Generator | None = None,
-    callback: Callback = noop_callback,
+    callback: StepCallback = noop_callback,
 ) -> Tensor:
     """DDIM from x = x_{tau_S}: eta = 0 is deterministic, eta = 1 on the full schedule is DDPM with beta~."""
     if not 0.0 <= eta <= 1.0:
@@ -40,7 +40,7 @@ def sample_ddim(
 
 
 @torch.no_grad()
-def ddim_invert(model: Model, x0: Tensor, schedule: NoiseSchedule, *, callback: Callback = noop_callback) -> Tensor:
+def ddim_invert(model: Model, x0: Tensor, schedule: NoiseSchedule, *, callback: StepCallback = noop_callback) -> Tensor:
     """Encode data into x_T by running the eta = 0 update forwards (Song et al. 2021, section 4.3).
 
     The step t_{k-1} -> t_k reuses eps_theta at (x_{t_{k-1}}, t_k): the exact inverse would need

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..denoiser import Model
 from ..errors import ConfigError
 from ..schedules import NoiseSchedule
-from .common import Callback, noop_callback, predict
+from .common import StepCallback, noop_callback, predict
 
 VARIANCES = ("beta", "beta_tilde")
 
@@ -26,7 +26,7 @@ def sample_ddpm(
     variance: str = "beta_tilde",
     clip_x0: bool = False,
     generator: torch.Generator | None = None,
-    callback: Callback = noop_callback,
+    callback: StepCallback = noop_callback,
 ) -> Tensor:
     """Algorithm 2 from x = x_T ~ N(0, I); sigma_t^2 = beta_t or beta~_t (the upper / lower entropy bounds)."""
     if variance not in VARIANCES:

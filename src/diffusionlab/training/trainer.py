@@ -24,12 +24,11 @@ from accelerate.utils import broadcast
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..data import ImageDataset, load_dataset, to_model_range
+from ..data import ImageDataset, from_model_range, load_dataset, to_model_range
 from ..errors import ConfigError
 from ..runs import build_network, build_process
 from ..sampling import generate
 from ..viz import plot_metrics, save_grid
-from ..data import from_model_range
 from .checkpoint import (
     atomic_write_text,
     latest_checkpoint,
@@ -104,7 +103,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def sample_grid(cfg: RunConfig, net: torch.nn.Module, ema: EMA, shape: tuple[int, int, int], path: Path) -> Path:
+def sample_grid(cfg: RunConfig, ema: EMA, shape: tuple[int, int, int], path: Path) -> Path:
     """Draw the preview grid with the EMA weights and a fixed seed (so grids are comparable across steps)."""
     preview = build_network(cfg.model)
     preview.load_state_dict({k: v.detach().cpu() for k, v in ema.state_dict().items()})
@@ -256,7 +255,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
                 plot_metrics(metrics_path, run_dir / "loss.png")
             accelerator.wait_for_everyone()
         if main and (step % tc.sample_every == 0 or stop):
-            grid_path = sample_grid(cfg, raw_net, ema, shape, run_dir / "samples" / f"step_{step:08d}.png")
+            grid_path = sample_grid(cfg, ema, shape, run_dir / "samples" / f"step_{step:08d}.png")
             net.train()
         if stop:
             break
