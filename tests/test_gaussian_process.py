@@ -170,8 +170,15 @@ def test_bad_process_config() -> None:
         GaussianDiffusion("linear", 1000, "score")
     with pytest.raises(ConfigError):
         GaussianDiffusion("linear", 1000, "epsilon")
-    gd = GaussianDiffusion("cosine", 250, "v")
-    assert GaussianDiffusion(**gd.config()).config() == {"schedule": "cosine", "T": 250, "prediction": "v"}
+    with pytest.raises(ConfigError, match="hybrid"):
+        GaussianDiffusion("linear", 1000, "eps", variance="beta_tilde", loss="hybrid")
+    with pytest.raises(ConfigError):
+        GaussianDiffusion("linear", 1000, "eps", variance="large")
+    with pytest.raises(ConfigError):
+        GaussianDiffusion("linear", 1000, "eps", loss="l2")
+    gd = GaussianDiffusion("cosine", 250, "v", "learned", "hybrid", 0.002)
+    assert GaussianDiffusion(**gd.config()).config() == {"schedule": "cosine", "T": 250, "prediction": "v",
+                                                         "variance": "learned", "loss": "hybrid", "vlb_weight": 0.002}
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])

@@ -1,4 +1,4 @@
-"""The `diffusionlab` command line: train, sample, classify.
+"""The `diffusionlab` command line: train, sample, evaluate, classify.
 
 Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2;
 set DIFFUSIONLAB_DEBUG=1 to see the traceback of an unexpected failure.
@@ -57,6 +57,10 @@ OVERRIDES: list[tuple[str, str, str, Any, str]] = [
     ("--schedule", "process", "schedule", str, "noise schedule: linear or cosine"),
     ("--timesteps", "process", "T", _positive_int, "number of diffusion steps T"),
     ("--prediction", "process", "prediction", str, "network target: eps, x0 or v"),
+    ("--variance", "process", "variance", str, "reverse variance: beta_tilde, beta or learned (iDDPM)"),
+    ("--loss", "process", "loss", str, "training loss: simple, hybrid (L_simple + 0.001 L_vlb) or vlb"),
+    ("--vlb-weight", "process", "vlb_weight", float, "lambda of the hybrid loss"),
+    ("--timestep-sampling", "process", "timestep_sampling", str, "t draw: auto, uniform or importance"),
     ("--base-channels", "model", "base_channels", _positive_int, "UNet width"),
     ("--channel-mult", "model", "channel_mult", _int_list, "UNet width multipliers per level, e.g. 1,2,2"),
     ("--num-res-blocks", "model", "num_res_blocks", _positive_int, "residual blocks per level"),
@@ -109,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
-    s.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta_tilde", help="DDPM sigma_t^2")
+    s.add_argument("--variance", choices=("beta", "beta_tilde", "learned"), default=None,
+                   help="DDPM sigma_t^2 (default: the model's own; 'learned' needs an iDDPM model)")
     s.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform", help="step spacing when respacing")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/SAMPLER-STEPS-seedS.npz)")
@@ -118,6 +123,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
     s.add_argument("--batch-size", type=_positive_int, default=256)
+
+    e = sub.add_parser("evaluate", help="NLL bound (bits/dim) and FID/KID/precision/recall of a run or a samples file",
+                       description="Evaluate a trained run (RUN_DIR) or a samples file (FILE.npz with --dataset).")
+    e.add_argument("target", metavar="RUN_DIR|FILE.npz")
+    e.add_argument("--nll", action="store_true", help="variational bound in bits/dim on a test split, term by term")
+    e.add_argument("--fid", action="store_true", help="FID, KID, precision/recall (k-NN) and IS of samples")
+    e.add_argument("--split", default="test", help="real split to evaluate against (default test)")
+    e.add_argument("--nll-n", type=_positive_int, default=256, help="test images for the bound (default 256)")
+    e.add_argument("--nll-steps", type=_positive_int, default=None, help="bound on a K-step respaced chain (default T)")
+    e.add_argument("--variance", choices=("beta", "beta_tilde", "learned"), default=None,
+                   help="reverse variance of the bound (default: the model's)")
+    e.add_argument("--n", type=_positive_int, default=1000, help="samples for FID (default 1000)")
+    e.add_argument("--samples", metavar="FILE.npz", help="evaluate these samples instead of generating new ones")
+    e.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+    e.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
+    e.add_argument("--eta", type=float, default=0.0)
+    e.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform")
+    e.add_argument("--extractor", choices=("auto", "domain", "inception"), default="auto",
+                   help="features: a domain classifier trained on the data, or Inception-v3 (needs its weights)")
+    e.add_argument("--inception-weights", metavar="FILE", help="pt_inception-2015-12-05-6726825d.pth or a .safetensors copy")
+    e.add_argument("--download-inception", action="store_true", help="download the FID Inception weights (online only)")
+    e.add_argument("--k", type=_positive_int, default=3, help="k of the k-NN precision/recall (default 3)")
+    e.add_argument("--dataset", help="reference dataset for a samples file (source name as in train --dataset)")
+    e.add_argument("--data-dir", help="directory of that dataset")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=_positive_int, default=256)
+    e.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to [-1, 1]")
+    e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    e.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
+    e.add_argument("--json", metavar="FILE", help="where to write the full report (default: beside the run/samples)")
 
     c = sub.add_parser("classify", help="check samples with an independent digit classifier",
                        description="Classify 8x8 digit samples (a .npz from `sample`) with a classifier trained on the real digits.")
@@ -230,6 +265,96 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_quality(r: dict[str, Any]) -> str:
+    is_ = f" | IS {r['inception_score'][0]:.2f} ± {r['inception_score'][1]:.2f}" if r.get("inception_score") else ""
+    return (f"FID {r['fid']:.3f} | KID {r['kid_mean']:.4f} ± {r['kid_std']:.4f} | precision {r['precision']:.3f} | "
+            f"recall {r['recall']:.3f}{is_}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`diffusionlab evaluate`."""
+    import torch
+
+    from .evaluation.digits import load_npz_images
+    from .evaluation.evaluate import build_extractor, load_split, nll_report, npz_to_images, quality_with_floor
+    from .training.config import DataConfig
+
+    if not (args.nll or args.fid):
+        raise ConfigError("choose what to measure: --nll and/or --fid")
+    target = Path(args.target)
+    is_npz = target.suffix == ".npz"
+    run = None
+    if is_npz:
+        if args.nll:
+            raise ConfigError("--nll needs a run directory (the model), not a samples file")
+        if not args.dataset:
+            raise ConfigError("evaluating a samples file needs --dataset (and --data-dir) for the real reference")
+        data_cfg = DataConfig(source=args.dataset, data_dir=args.data_dir)
+    else:
+        from .runs import load_run
+
+        run = load_run(target, Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
+        data_cfg = run.config.data
+    report: dict[str, Any] = {"target": str(target)}
+    if run is not None:
+        report["checkpoint_step"] = run.step
+
+    if args.nll:
+        assert run is not None
+        t0 = time.perf_counter()
+        r = nll_report(run, split=args.split, n=args.nll_n, steps=args.nll_steps, spacing=args.spacing,
+                       variance=args.variance, clip_x0=not args.no_clip, batch_size=args.batch_size, seed=args.seed,
+                       progress=True)
+        r["seconds"] = time.perf_counter() - t0
+        report["nll"] = r
+        note = "" if r["trained_on_split"] != "all" else " (the run trained on split 'all', which contains it)"
+        print(f"NLL bound: {r['bits_per_dim']:.4f} ± {r['std_error']:.4f} bits/dim on {r['n_images']} {r['split']} "
+              f"images of {r['dataset']}{note}")
+        print(f"  L_T {r['prior_bpd']:.5f} + sum L_(t-1) {r['diffusion_bpd']:.4f} + L_0 {r['decoder_bpd']:.4f} "
+              f"[{r['steps']} steps, variance {r['variance']}, NFE {r['nfe_per_image']} per image, {r['seconds']:.0f} s]")
+
+    if args.fid:
+        train, test = load_split(data_cfg, "train"), load_split(data_cfg, args.split)
+        if is_npz:
+            fake = npz_to_images(load_npz_images(target))
+            how = f"samples from {target}"
+        else:
+            assert run is not None
+            from .data import from_model_range
+            from .sampling import generate
+
+            steps = args.steps or (run.process.T if args.sampler == "ddpm" else min(50, run.process.T))
+            y = None
+            if run.config.model.get("num_classes"):
+                y = torch.arange(args.n) % run.config.model["num_classes"]  # balanced classes
+            t0 = time.perf_counter()
+            res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=args.sampler, steps=steps,
+                           eta=args.eta, spacing=args.spacing, clip_x0=not args.no_clip, seed=args.seed, y=y,
+                           batch_size=args.batch_size, progress=True)
+            fake = from_model_range(res.images)
+            how = f"{args.n} samples, {args.sampler} {steps} steps (NFE {res.nfe}), {time.perf_counter() - t0:.0f} s"
+            report["sampling"] = {"sampler": args.sampler, "steps": steps, "eta": args.eta, "nfe": res.nfe, "n": args.n,
+                                  "seed": args.seed}
+        extractor = build_extractor(args.extractor, train, load_split(data_cfg, "test"),
+                                    inception_weights=args.inception_weights, download=args.download_inception,
+                                    progress=True)
+        q = quality_with_floor(fake, train, test, extractor, k=args.k, seed=args.seed)
+        report["quality"] = q
+        print(f"sample quality of {how}")
+        print(f"  {_fmt_quality(q)}")
+        print(f"  real-data floor (train vs {args.split}): {_fmt_quality(q['floor'])}")
+        print(f"  [extractor: {q['extractor']}; {q['n_fake']} samples vs {q['n_real']} {args.split} images; k = {args.k}]")
+
+    out = Path(args.json) if args.json else (
+        target.with_suffix(".eval.json") if is_npz else target / "eval" / f"eval-step{report.get('checkpoint_step', 0)}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .training.checkpoint import atomic_write_text
+
+    atomic_write_text(out, json.dumps(report, indent=1, default=float))
+    print(f"report: {out}")
+    return 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     """`diffusionlab classify`."""
     from .evaluation.digits import classify_digits, load_npz_images
@@ -254,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": cmd_train, "sample": cmd_sample, "classify": cmd_classify}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "classify": cmd_classify}
     try:
         return handlers[args.command](args)
     except DiffusionLabError as e:

@@ -58,10 +58,14 @@ def batch_time(t: Tensor | float, x: Tensor) -> Tensor:
 class Denoiser:
     """A network plus the meaning of its output on a Gaussian path; `denoiser(x_t, t, y)` gives x0_hat, eps_hat."""
 
-    def __init__(self, net: Network, parameterization: Parameterization | str, path: GaussianPath):
+    def __init__(self, net: Network, parameterization: Parameterization | str, path: GaussianPath,
+                 learned_variance: bool = False):
         self.net = net
         self.parameterization = Parameterization.parse(parameterization)
         self.path = path
+        # iDDPM (Nichol & Dhariwal 2021, section 3.1): the network emits 2C channels, the prediction and
+        # v in [-1, 1]; the second half becomes Prediction.var_frac = (v + 1) / 2.
+        self.learned_variance = learned_variance
 
     def output(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The raw network output at (x, t)."""
@@ -73,8 +77,12 @@ class Denoiser:
         t = batch_time(t, x)
         path = self.path
         d_a, d_s = path.d_alpha(t), path.d_sigma(t)
-        return to_prediction(
-            self.output(x, t, y),
+        out, var_frac = self.output(x, t, y), None
+        if self.learned_variance:
+            out, v = out.chunk(2, dim=1)
+            var_frac = (v + 1) / 2
+        pred = to_prediction(
+            out,
             self.parameterization,
             x,
             expand_like(path.alpha(t), x),
@@ -82,6 +90,7 @@ class Denoiser:
             None if d_a is None else expand_like(d_a, x),
             None if d_s is None else expand_like(d_s, x),
         )
+        return pred if var_frac is None else Prediction(pred.x0, pred.eps, var_frac)
 
     def vp(self, y: Tensor | None = None) -> Model:
         """This model as seen in variance-preserving coordinates (identity for a VP path)."""

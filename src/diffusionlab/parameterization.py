@@ -36,10 +36,15 @@ class Parameterization(str, Enum):
 
 @dataclass(frozen=True)
 class Prediction:
-    """A model's estimate of the clean data and of the noise that produced x_t."""
+    """A model's estimate of the clean data and of the noise that produced x_t.
+
+    `var_frac` is set only by a model with a learned reverse variance (Nichol & Dhariwal 2021, eq. 15):
+    the interpolation v in [0, 1] of Sigma = exp(v log beta_t + (1 - v) log beta~_t), per element.
+    """
 
     x0: Tensor
     eps: Tensor
+    var_frac: Tensor | None = None
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:

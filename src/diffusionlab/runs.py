@@ -19,7 +19,7 @@ def build_process(cfg: ProcessConfig) -> GaussianDiffusion:
     """The training process named by `cfg.method`."""
     if cfg.method != "ddpm":
         raise ConfigError(f"unknown method {cfg.method!r}; this version trains: ddpm")
-    return GaussianDiffusion(cfg.schedule, cfg.T, cfg.prediction)
+    return GaussianDiffusion(cfg.schedule, cfg.T, cfg.prediction, cfg.variance, cfg.loss, cfg.vlb_weight)
 
 
 def build_network(model_cfg: dict) -> torch.nn.Module:

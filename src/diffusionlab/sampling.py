@@ -48,7 +48,7 @@ def generate(
     sampler: str = "ddim",
     steps: int | None = 50,
     eta: float = 0.0,
-    variance: str = "beta_tilde",
+    variance: str | None = None,
     spacing: str = "uniform",
     clip_x0: bool = True,
     seed: int = 0,
@@ -58,12 +58,16 @@ def generate(
     progress: bool = False,
     device: torch.device | str = "cpu",
 ) -> SampleResult:
-    """Draw n samples of `shape` with the named sampler; the same seed gives the same images."""
+    """Draw n samples of `shape` with the named sampler; the same seed gives the same images.
+
+    `variance` (DDPM only) defaults to the process's own: the learned one for an iDDPM model.
+    """
     if sampler not in SAMPLER_NAMES:
         raise ConfigError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLER_NAMES)}")
     if n < 1:
         raise ConfigError("--n must be >= 1")
     schedule = sampling_schedule(process, steps, spacing)
+    variance = variance or process.variance
     x_T = torch.randn((n, *shape), generator=generator(seed, 0))
     out, nfe = [], 0
     result = SampleResult(images=torch.empty(0), nfe=0)

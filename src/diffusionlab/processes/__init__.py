@@ -1,5 +1,7 @@
-"""Forward (noising) processes and their training losses, one module per family."""
+"""Generative processes: the forward corruption, its training loss and its variational bound."""
 
-from .gaussian import DiscreteVPPath, GaussianDiffusion, normal_kl, q_posterior, q_sample
+from .gaussian import DiscreteVPPath, GaussianDiffusion, q_posterior, q_sample
+from .vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, reverse_log_variance, vlb_term
 
-__all__ = ["DiscreteVPPath", "GaussianDiffusion", "normal_kl", "q_posterior", "q_sample"]
+__all__ = ["DiscreteVPPath", "GaussianDiffusion", "discretized_gaussian_log_likelihood", "normal_kl", "prior_kl",
+           "q_posterior", "q_sample", "reverse_log_variance", "vlb_term"]

@@ -1,7 +1,8 @@
 """Discrete-time Gaussian diffusion (DDPM; SPEC.md section 1, Ho et al. 2020).
 
-Forward process q(x_t | x0), its posterior q(x_{t-1} | x_t, x0), the Gaussian KL used by the
-variational bound, and the L_simple training loss with an eps, x0 or v target.
+Forward process q(x_t | x0), its posterior q(x_{t-1} | x_t, x0), and the training process: L_simple with
+an eps, x0 or v target, and Improved DDPM's learned variance with the hybrid or L_vlb loss (the bound
+itself is in vlb.py).
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, Network, expand_like
+from ..denoiser import Denoiser, Network
 from ..errors import ConfigError
-from ..parameterization import Parameterization, Prediction, from_prediction
+from ..parameterization import Parameterization, Prediction, from_prediction, to_prediction
 from ..schedules import NoiseSchedule, make_schedule
-
-
-def _at(values: Tensor, t: Tensor, x: Tensor) -> Tensor:
-    """values[t] for integer steps t (B,), broadcast against x."""
-    return expand_like(values.to(t.device)[t.long()], x)
+from .vlb import VARIANCES, _at, bits_per_dim, reverse_mean, vlb_term
 
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -31,15 +28,10 @@ def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, eps: Tensor) -> Ten
 
 def q_posterior(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mean mu~_t, variance beta~_t and clipped log-variance of q(x_{t-1} | x_t, x0) (DDPM eqs. 6-7)."""
-    mean = _at(schedule.posterior_mean_coef1, t, x0) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
+    mean = reverse_mean(schedule, x0, x_t, t)
     var = _at(schedule.posterior_variance, t, x_t)
     log_var = _at(schedule.posterior_log_variance_clipped, t, x_t)
     return mean, var, log_var
-
-
-def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 @dataclass(frozen=True)
@@ -62,16 +54,34 @@ class DiscreteVPPath:
 
 
 class GaussianDiffusion:
-    """DDPM training process: schedule name, T, and what the network predicts (eps, x0 or v)."""
+    """DDPM / iDDPM training process: schedule, T, the network's target, reverse variance and loss.
+
+    - `prediction`: what the network outputs (eps, x0 or v);
+    - `variance`: Sigma_t of p_theta(x_{t-1} | x_t): fixed 'beta_tilde' or 'beta' (Ho et al. 2020), or
+      'learned' (Nichol & Dhariwal 2021, eq. 15: the network emits 2C channels, the second C being v);
+    - `loss`: 'simple' (L_simple, Ho et al. eq. 14), 'hybrid' (L_simple + lambda L_vlb with the mean's
+      gradient stopped in L_vlb, iDDPM eq. 16) or 'vlb' (the variational bound itself).
+    """
 
     PREDICTIONS = (Parameterization.EPS, Parameterization.X0, Parameterization.V)
+    LOSSES = ("simple", "hybrid", "vlb")
 
-    def __init__(self, schedule: str = "linear", T: int = 1000, prediction: str = "eps"):
+    def __init__(self, schedule: str = "linear", T: int = 1000, prediction: str = "eps", variance: str = "beta_tilde",
+                 loss: str = "simple", vlb_weight: float = 0.001):
         self.schedule_name = schedule
         self.schedule = make_schedule(schedule, T)
         self.prediction = Parameterization.parse(prediction)
         if self.prediction not in self.PREDICTIONS:
             raise ConfigError(f"DDPM trains an eps, x0 or v prediction, not {prediction!r}")
+        if variance not in VARIANCES:
+            raise ConfigError(f"unknown variance {variance!r}; choose from {', '.join(VARIANCES)}")
+        if loss not in self.LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(self.LOSSES)}")
+        if loss == "hybrid" and variance != "learned":
+            raise ConfigError("the hybrid loss trains the learned variance; use variance 'learned' (or loss 'simple')")
+        if vlb_weight < 0:
+            raise ConfigError("vlb_weight must be >= 0")
+        self.variance, self.loss_type, self.vlb_weight = variance, loss, float(vlb_weight)
         self.path = DiscreteVPPath(self.schedule)
 
     @property
@@ -79,9 +89,19 @@ class GaussianDiffusion:
         """Number of diffusion steps."""
         return self.schedule.T
 
+    @property
+    def learned_variance(self) -> bool:
+        """Whether the network also outputs the reverse variance (2C output channels)."""
+        return self.variance == "learned"
+
+    def out_channels(self, channels: int) -> int:
+        """Network output channels for images with `channels` channels."""
+        return 2 * channels if self.learned_variance else channels
+
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings (inverse of `GaussianDiffusion(**config)`)."""
-        return {"schedule": self.schedule_name, "T": self.T, "prediction": self.prediction.value}
+        return {"schedule": self.schedule_name, "T": self.T, "prediction": self.prediction.value,
+                "variance": self.variance, "loss": self.loss_type, "vlb_weight": self.vlb_weight}
 
     def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training noise for a batch of data of `shape`: t ~ U{1..T} and eps ~ N(0, I) (Algorithm 1, lines 3-4)."""
@@ -95,12 +115,28 @@ class GaussianDiffusion:
         return from_prediction(Prediction(x0, eps), self.prediction, alpha, sigma)
 
     def loss(self, net: Network, x0: Tensor, t: Tensor, eps: Tensor, y: Tensor | None = None) -> Tensor:
-        """Per-example L_simple = mean over pixels of ||target - net(x_t, t)||^2 (Algorithm 1, line 5)."""
+        """Per-example training loss at steps t (the configured L_simple, hybrid or L_vlb)."""
         x_t = q_sample(self.schedule, x0, t, eps)
         t_in = t.to(x0.dtype)
         out = net(x_t, t_in, y) if y is not None else net(x_t, t_in)
-        return ((out - self.target(x0, t, eps)) ** 2).flatten(1).mean(1)
+        v = None
+        if self.learned_variance:
+            out, v = out.chunk(2, dim=1)
+        # Algorithm 1, line 5: || target - net(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2, mean over pixels.
+        mse = ((out - self.target(x0, t, eps)) ** 2).flatten(1).mean(1)
+        if self.loss_type == "simple":
+            return mse
+        # One-sample estimate of L_vlb = sum_t L_{t-1}: T * L_{t-1} at the drawn t, in bits/dim.
+        # Hybrid: the mean's gradient is stopped so L_vlb only trains the variance (iDDPM section 3.1).
+        mean_out = out.detach() if self.loss_type == "hybrid" else out
+        alpha, sigma = _at(self.schedule.alpha_bar.sqrt(), t, x0), _at((1 - self.schedule.alpha_bar).sqrt(), t, x0)
+        pred = to_prediction(mean_out.float(), self.prediction, x_t.float(), alpha.float(), sigma.float())
+        pred = Prediction(pred.x0, pred.eps, None if v is None else (v.float() + 1) / 2)
+        l_vlb = self.T * bits_per_dim(vlb_term(self.schedule, x0.float(), x_t.float(), t, pred, self.variance), x0[0].numel())
+        if self.loss_type == "hybrid":
+            return mse + self.vlb_weight * l_vlb
+        return l_vlb
 
     def denoiser(self, net: Network) -> Denoiser:
         """The sampler-facing model of a network trained by this process."""
-        return Denoiser(net, self.prediction, self.path)
+        return Denoiser(net, self.prediction, self.path, learned_variance=self.learned_variance)

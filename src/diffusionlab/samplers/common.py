@@ -33,7 +33,7 @@ def predict(model: Model, x: Tensor, t: float, alpha_bar: Tensor, clip_x0: bool)
     if clip_x0:
         # Ho et al.'s reference sampler clips x0 to the data range; eps must then agree with the clipped x0.
         x0 = pred.x0.clamp(-1, 1)
-        pred = Prediction(x0, eps_from_x0(x, x0, alpha_bar.sqrt(), (1 - alpha_bar).sqrt()))
+        pred = Prediction(x0, eps_from_x0(x, x0, alpha_bar.sqrt(), (1 - alpha_bar).sqrt()), pred.var_frac)
     return pred
 
 

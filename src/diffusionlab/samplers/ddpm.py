@@ -1,7 +1,8 @@
 """Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2; SPEC.md section 1).
 
 On a respaced schedule (Nichol & Dhariwal 2021, section 4) the same lines run with
-beta_k = 1 - abar_k / abar_{k-1} of the kept steps.
+beta_k = 1 - abar_k / abar_{k-1} of the kept steps; a learned variance (their eq. 15) then
+interpolates between the respaced beta_k and beta~_k, which is how strided iDDPM sampling works.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from torch import Tensor
 
 from ..denoiser import Model
 from ..errors import ConfigError
+from ..processes.vlb import reverse_log_variance
 from ..schedules import NoiseSchedule
 from .common import StepCallback, noop_callback, predict
 
-VARIANCES = ("beta", "beta_tilde")
+VARIANCES = ("beta", "beta_tilde", "learned")
 
 
 @torch.no_grad()
@@ -28,7 +30,7 @@ def sample_ddpm(
     generator: torch.Generator | None = None,
     callback: StepCallback = noop_callback,
 ) -> Tensor:
-    """Algorithm 2 from x = x_T ~ N(0, I); sigma_t^2 = beta_t or beta~_t (the upper / lower entropy bounds)."""
+    """Algorithm 2 from x = x_T ~ N(0, I); sigma_t^2 = beta_t, beta~_t, or the model's learned variance."""
     if variance not in VARIANCES:
         raise ConfigError(f"unknown DDPM variance {variance!r}; choose from {', '.join(VARIANCES)}")
     abar, beta = schedule.alpha_bar, schedule.betas
@@ -40,6 +42,9 @@ def sample_ddpm(
         pred = predict(model, x, schedule.timesteps[k], abar_k, clip_x0)
         # line 4: x_{t-1} = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) * eps_theta) / sqrt(alpha_t) + sigma_t z
         mean = (x - (1 - alpha_k) / (1 - abar_k).sqrt() * pred.eps) / alpha_k.sqrt()
-        x = mean + sigma2[k].sqrt() * z
+        if variance == "learned":  # Sigma = exp(v log beta_t + (1 - v) log beta~_t), per element (iDDPM eq. 15)
+            x = mean + torch.exp(0.5 * reverse_log_variance(schedule, k, x, variance, pred.var_frac)) * z
+        else:
+            x = mean + sigma2[k].sqrt() * z
         callback(k, x, pred.x0)
     return x  # line 6: return x_0

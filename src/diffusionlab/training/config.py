@@ -31,12 +31,16 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    """The generative process: method and its settings (SPEC.md section 1 for 'ddpm')."""
+    """The generative process: method and its settings (SPEC.md sections 1-2 for 'ddpm')."""
 
     method: str = "ddpm"
     schedule: str = "cosine"
     T: int = 1000
     prediction: str = "eps"
+    variance: str = "beta_tilde"  # reverse variance: beta_tilde, beta, or learned (iDDPM)
+    loss: str = "simple"  # simple, hybrid (L_simple + vlb_weight * L_vlb) or vlb
+    vlb_weight: float = 0.001  # lambda of the hybrid loss (iDDPM section 3.1)
+    timestep_sampling: str = "auto"  # uniform, importance (p_t ∝ sqrt(E[L_t^2])), or auto: importance for loss vlb
 
 
 @dataclass
@@ -122,6 +126,8 @@ class RunConfig:
             raise ConfigError("mixed_precision must be one of no, bf16, fp16")
         if t.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if self.process.timestep_sampling not in ("auto", "uniform", "importance"):
+            raise ConfigError("timestep_sampling must be auto, uniform or importance")
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")

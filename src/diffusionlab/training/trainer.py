@@ -41,6 +41,7 @@ from .checkpoint import (
 from .config import RunConfig
 from .determinism import BatchStream, derive_seed, generator
 from .ema import EMA
+from .timesteps import LossSecondMomentSampler
 
 # Keys that separate the independent random streams derived from the run's seed.
 INIT_KEY, STEP_KEY, DROPOUT_KEY = 1, 2, 3
@@ -64,7 +65,8 @@ def fill_model_config(cfg: RunConfig, data: ImageDataset) -> None:
     m = cfg.model
     m["image_size"] = data.height if data.height == data.width else [data.height, data.width]
     m["in_channels"] = data.channels
-    m.setdefault("out_channels", None)
+    # A learned reverse variance doubles the output channels (iDDPM: the second half is v).
+    m["out_channels"] = 2 * data.channels if cfg.process.variance == "learned" else None
     if cfg.train.class_conditional:
         if data.labels is None or not data.num_classes:
             raise ConfigError(f"class_conditional training needs labels, and dataset {data.name} has none")
@@ -150,6 +152,9 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
     accelerator.wait_for_everyone()
 
     process = build_process(cfg.process)
+    t_sampling = cfg.process.timestep_sampling
+    importance = t_sampling == "importance" or (t_sampling == "auto" and process.loss_type == "vlb")
+    t_sampler = LossSecondMomentSampler(process.T) if importance else None
     torch.manual_seed(derive_seed(tc.seed, INIT_KEY))  # identical initial weights on every process
     net = build_network(cfg.model)
     ema = EMA(net, tc.ema_decay, tc.ema_warmup)
@@ -163,6 +168,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
         optimizer.load_state_dict(ckpt.optimizer)
         ema.load_state_dict(ckpt.ema, ckpt.state["ema_updates"])
         set_rng_state(ckpt.state["rng"])
+        if t_sampler is not None:
+            t_sampler.load_state_dict(ckpt.state["timestep_sampler"])
         start, prior_elapsed = ckpt.step, float(ckpt.state.get("elapsed_seconds", 0.0))
     if main:
         _truncate_metrics(metrics_path, start)
@@ -194,6 +201,9 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
         g = generator(tc.seed, STEP_KEY, step)
         idx = stream.batch(step, tc.batch_size)
         t, eps = process.draw((tc.batch_size, *shape), g)
+        weights = None
+        if t_sampler is not None:  # iDDPM section 3.3: t ~ p_t, loss weighted by 1 / (T p_t)
+            t, weights = t_sampler.sample(tc.batch_size, g)
         flip = torch.rand(tc.batch_size, generator=g) < 0.5
         drop = torch.rand(tc.batch_size, generator=g) < tc.label_dropout
         mine = slice(rank * local_b, (rank + 1) * local_b)
@@ -210,9 +220,12 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
             group["lr"] = lr
         with accelerator.autocast():
             # Algorithm 1, line 5: gradient step on || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2
-            loss = process.loss(net, x0.to(accelerator.device), t[mine].to(accelerator.device),
-                                eps[mine].to(accelerator.device), y).mean()
+            per_example = process.loss(net, x0.to(accelerator.device), t[mine].to(accelerator.device),
+                                       eps[mine].to(accelerator.device), y)
+            loss = (per_example * weights[mine].to(accelerator.device)).mean() if weights is not None else per_example.mean()
         accelerator.backward(loss)
+        if t_sampler is not None:  # every process records the whole global batch, in rank order
+            t_sampler.update(t, accelerator.gather(per_example.detach().float()).cpu())
         if tc.grad_clip > 0:
             accelerator.clip_grad_norm_(net.parameters(), tc.grad_clip)
         optimizer.step()
@@ -250,6 +263,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
                     "rng": rng_state(), "config": cfg.to_dict(), "world_size": world, "version": __version__,
                     "loss": last_loss,
                 }
+                if t_sampler is not None:
+                    state["timestep_sampler"] = t_sampler.state_dict()
                 last_ckpt = save_checkpoint(run_dir, step, raw_net.state_dict(), ema.state_dict(),
                                             optimizer.state_dict(), state, keep=tc.keep_checkpoints)
                 plot_metrics(metrics_path, run_dir / "loss.png")
