@@ -287,6 +287,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if is_npz:
         if args.nll:
             raise ConfigError("--nll needs a run directory (the model), not a samples file")
+        if args.samples:
+            raise ConfigError("--samples goes with a run directory; a samples file is evaluated directly")
         if not args.dataset:
             raise ConfigError("evaluating a samples file needs --dataset (and --data-dir) for the real reference")
         data_cfg = DataConfig(source=args.dataset, data_dir=args.data_dir)
@@ -315,9 +317,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.fid:
         train, test = load_split(data_cfg, "train"), load_split(data_cfg, args.split)
-        if is_npz:
-            fake = npz_to_images(load_npz_images(target))
-            how = f"samples from {target}"
+        # The extractor first: a missing weights file must fail before minutes of sampling, not after.
+        extractor = build_extractor(args.extractor, train, load_split(data_cfg, "test"),
+                                    inception_weights=args.inception_weights, download=args.download_inception,
+                                    progress=True)
+        if is_npz or args.samples:
+            src = target if is_npz else Path(args.samples)
+            fake = npz_to_images(load_npz_images(src))
+            how = f"samples from {src}"
         else:
             assert run is not None
             from .data import from_model_range
@@ -335,9 +342,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             how = f"{args.n} samples, {args.sampler} {steps} steps (NFE {res.nfe}), {time.perf_counter() - t0:.0f} s"
             report["sampling"] = {"sampler": args.sampler, "steps": steps, "eta": args.eta, "nfe": res.nfe, "n": args.n,
                                   "seed": args.seed}
-        extractor = build_extractor(args.extractor, train, load_split(data_cfg, "test"),
-                                    inception_weights=args.inception_weights, download=args.download_inception,
-                                    progress=True)
         q = quality_with_floor(fake, train, test, extractor, k=args.k, seed=args.seed)
         report["quality"] = q
         print(f"sample quality of {how}")
