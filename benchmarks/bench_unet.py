@@ -1,13 +1,19 @@
 """Benchmark: diffusionlab UNet vs diffusers UNet2DModel on CPU, at matched architecture and parameter count.
 
 Times (a) one training step (forward + MSE + backward + AdamW step) and (b) one sampling forward pass
-(eval, no_grad), interleaving the models in the same run, and reports medians and theirs/ours.
+(eval, no_grad), in float32 and under CPU bf16 autocast (`torch.autocast("cpu", torch.bfloat16)`, what the
+trainer's `mixed_precision="bf16"` runs), interleaving all models of a case in one process. Reports
+median ms, images/s and the median over repeats of the paired ratio peer_time / ours_time (> 1: ours faster).
 
-    .venv/bin/python benchmarks/bench_unet.py            # full run
-    .venv/bin/python benchmarks/bench_unet.py --quick    # smoke run (a few repeats)
-    .venv/bin/python benchmarks/bench_unet.py --write    # also update BENCHMARKS.md
+    .venv/bin/python benchmarks/bench_unet.py                  # full run, 1 thread
+    .venv/bin/python benchmarks/bench_unet.py --quick          # smoke run (smaller batch, 3 repeats)
+    .venv/bin/python benchmarks/bench_unet.py --threads 2      # torch.set_num_threads(2)
+    .venv/bin/python benchmarks/bench_unet.py --write          # also update BENCHMARKS.md
 
-Needs the `bench` extra (diffusers). Not part of the test suite.
+--write replaces only the generated block of this thread count (between `<!-- bench_unet.py ... -->`
+markers) inside the "UNet vs diffusers UNet2DModel" section; everything else in the section (the
+hand-written findings, profile, other thread counts) is kept. Where a lever comes from:
+benchmarks/profile_unet.py. Needs the `bench` extra (diffusers). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -39,32 +45,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Case:
-    """One benchmark setting: our config and the matching diffusers config."""
+    """One benchmark setting: our config (the diffusers config is derived from it) and the batch size."""
 
     name: str
     ours: UNetConfig
-    theirs: dict
     batch: int
 
 
 def cases(quick: bool) -> list[Case]:
-    """The two settings of the brief: 28x28x1 (MNIST-sized) and 32x32x3 (CIFAR-sized)."""
-    heads = 4
+    """The mnist preset's network, and the 28x28x1 and 32x32x3 DDPM-layout networks of the brief."""
+    mnist_preset = UNetConfig(image_size=28, in_channels=1, out_channels=2, base_channels=32, channel_mult=(1, 2, 2),
+                              num_res_blocks=1, attention_resolutions=(7,), num_heads=4)
     mnist = UNetConfig(image_size=28, in_channels=1, base_channels=64, channel_mult=(1, 2, 2),
-                       num_res_blocks=2, attention_resolutions=(7,), num_heads=heads)
-    # diffusers: the last down block does not downsample, so 3 blocks -> 28, 14, 7 like ours.
-    mnist_d = dict(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(64, 128, 128),
-                   layers_per_block=2, down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                   up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=128 // heads)
+                       num_res_blocks=2, attention_resolutions=(7,), num_heads=4)
     cifar = UNetConfig(image_size=32, in_channels=3, base_channels=64, channel_mult=(1, 2, 2, 2),
-                       num_res_blocks=2, attention_resolutions=(16,), num_heads=heads)
-    cifar_d = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(64, 128, 128, 128),
-                   layers_per_block=2,
-                   down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                   up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-                   attention_head_dim=128 // heads)
-    batch = 16 if quick else 32
-    return [Case("28x28x1", mnist, mnist_d, batch), Case("32x32x3", cifar, cifar_d, batch)]
+                       num_res_blocks=2, attention_resolutions=(16,), num_heads=4)
+    half = 2 if quick else 1
+    return [Case("28x28x1 (mnist preset)", mnist_preset, 64 // half), Case("28x28x1", mnist, 32 // half),
+            Case("32x32x3", cifar, 32 // half)]
+
+
+def diffusers_config(c: UNetConfig) -> dict:
+    """UNet2DModel kwargs for the same DDPM/iDDPM layout as our config (identical parameter count).
+
+    diffusers' last down block does not downsample, so len(channel_mult) blocks give the same resolutions;
+    a level gets Attn*Block2D where our config has attention; the mid block always has attention, as ours.
+    """
+    sizes = c.level_sizes
+    attn = [s in c.attention_resolutions for s in sizes]
+    heads_dim = {c.base_channels * m // c.num_heads for m, a in zip(c.channel_mult, attn) if a}
+    heads_dim.add(c.base_channels * c.channel_mult[-1] // c.num_heads)
+    if len(heads_dim) != 1:
+        raise ValueError("diffusers' attention_head_dim is one number; use equal widths at attention levels")
+    return dict(sample_size=c.height_width, in_channels=c.in_channels, out_channels=c.resolved_out_channels,
+                block_out_channels=tuple(c.base_channels * m for m in c.channel_mult),
+                layers_per_block=c.num_res_blocks, norm_num_groups=c.groups,
+                down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+                up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+                attention_head_dim=heads_dim.pop())
 
 
 class DiffusersWrapper(nn.Module):
@@ -79,26 +97,28 @@ class DiffusersWrapper(nn.Module):
         return self.model(x, t).sample
 
 
-def make_train_step(net: nn.Module, x: Tensor, t: Tensor, target: Tensor) -> Callable[[], None]:
-    """A closure doing one forward + MSE + backward + AdamW step."""
+def make_train_step(net: nn.Module, x: Tensor, t: Tensor, target: Tensor, bf16: bool) -> Callable[[], None]:
+    """A closure doing one forward + MSE + backward + AdamW step (under CPU bf16 autocast if bf16)."""
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
     def step() -> None:
         net.train()
         opt.zero_grad(set_to_none=True)
-        loss = F.mse_loss(net(x, t), target)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x, t)
+        loss = F.mse_loss(out.float(), target)
         loss.backward()
         opt.step()
 
     return step
 
 
-def make_sample_step(net: nn.Module, x: Tensor, t: Tensor) -> Callable[[], None]:
+def make_sample_step(net: nn.Module, x: Tensor, t: Tensor, bf16: bool) -> Callable[[], None]:
     """A closure doing one eval forward pass without gradients."""
 
     def step() -> None:
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             net(x, t)
 
     return step
@@ -111,95 +131,162 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each fn, calling them round-robin so drift hits all equally."""
+def interleaved(fns: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn, calling them round-robin so drift hits all equally."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(repeats):
-        # Alternate the order every repeat so neither model always runs right after the other.
+        # Alternate the order every repeat so no model always runs right after another.
         order = list(fns) if i % 2 == 0 else list(reversed(list(fns)))
         for k in order:
             times[k].append(timed(fns[k]))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-def run(quick: bool, threads: int, with_cl: bool) -> tuple[list[list[str]], str]:
-    """Run all cases; return the table rows and a notes string."""
+def paired_ratio(peer: list[float], ours: list[float]) -> float:
+    """Median over repeats of peer_time / ours_time (the two ran next to each other in each repeat)."""
+    return statistics.median(p / o for p, o in zip(peer, ours))
+
+
+def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tuple[list[list[str]], list[str], str]:
+    """Run all cases; return the table rows, the best-vs-best summary lines and a notes string."""
     from diffusers import UNet2DModel
 
     torch.set_num_threads(threads)
     warmup, repeats = (1, 3) if quick else (2, 9)
     rows: list[list[str]] = []
+    summary: list[str] = []
     for case in cases(quick):
         torch.manual_seed(0)
-        ours = UNet(case.ours)
-        theirs = DiffusersWrapper(UNet2DModel(**case.theirs))
-        n_ours, n_theirs = count_parameters(ours), count_parameters(theirs)
         h, w = case.ours.height_width
         x = torch.randn(case.batch, case.ours.in_channels, h, w)
         t = torch.randint(1, 1001, (case.batch,)).float()
-        target = torch.randn_like(x)
-        nets: dict[str, nn.Module] = {"ours": ours, "diffusers": theirs}
-        if with_cl:
-            # The same diffusers model given channels_last weights and input: what a tuned user could get.
-            theirs_cl = DiffusersWrapper(UNet2DModel(**case.theirs)).to(memory_format=torch.channels_last)
-            nets["diffusers+CL"] = theirs_cl
-        x_for = {k: (x.contiguous(memory_format=torch.channels_last) if k.endswith("+CL") else x) for k in nets}
-        train = interleaved({k: make_train_step(n, x_for[k], t, target) for k, n in nets.items()}, warmup, repeats)
-        sample = interleaved({k: make_sample_step(n, x_for[k], t) for k, n in nets.items()}, warmup, repeats)
-        for k in nets:
-            if k == "ours":
-                continue
-            for what, res in (("train step", train), ("sample forward", sample)):
-                rows.append([case.name, str(case.batch), what, k, f"{n_ours:,}", f"{count_parameters(nets[k]):,}",
-                             f"{res['ours'] * 1e3:.1f}", f"{res[k] * 1e3:.1f}", f"{res[k] / res['ours']:.2f}x"])
+        target = torch.randn(case.batch, case.ours.resolved_out_channels, h, w)
+        theirs_cfg = diffusers_config(case.ours)
+        # name -> (net, input, bf16); one fresh model per variant (each has its own optimizer state).
+        variants: dict[str, tuple[nn.Module, Tensor, bool]] = {}
+        for prec in precisions:
+            bf16 = prec == "bf16"
+            variants[f"ours {prec}"] = (UNet(case.ours), x, bf16)
+            variants[f"diffusers {prec}"] = (DiffusersWrapper(UNet2DModel(**theirs_cfg)), x, bf16)
+            if with_cl and not bf16:
+                # The same diffusers model given channels_last weights and input: what a tuned user could get.
+                cl = DiffusersWrapper(UNet2DModel(**theirs_cfg)).to(memory_format=torch.channels_last)
+                variants[f"diffusers+CL {prec}"] = (cl, x.contiguous(memory_format=torch.channels_last), bf16)
+        n_ours = count_parameters(variants[f"ours {precisions[0]}"][0])
+        n_theirs = count_parameters(variants[f"diffusers {precisions[0]}"][0])
         print(f"{case.name}: params ours={n_ours:,} diffusers={n_theirs:,} "
-              f"({100 * (n_theirs - n_ours) / n_ours:+.2f}%)", file=sys.stderr)
-    notes = f"warmup {warmup}, repeats {repeats}, threads {threads}"
-    return rows, notes
+              f"({100 * (n_theirs - n_ours) / n_ours:+.2f}%)", file=sys.stderr, flush=True)
+        for what, maker in (("train step", make_train_step), ("sample forward", make_sample_step)):
+            fns = {k: (maker(net, xi, t, target, bf16) if maker is make_train_step else maker(net, xi, t, bf16))
+                   for k, (net, xi, bf16) in variants.items()}
+            times = interleaved(fns, warmup, repeats)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            for prec in precisions:
+                ours = f"ours {prec}"
+                for peer in [k for k in variants if k.startswith("diffusers") and k.endswith(prec)]:
+                    rows.append([case.name, f"{n_ours:,}", str(case.batch), what, prec, peer.rsplit(" ", 1)[0],
+                                 f"{med[ours] * 1e3:.1f}", f"{med[peer] * 1e3:.1f}",
+                                 f"{case.batch / med[ours]:.0f}", f"{case.batch / med[peer]:.0f}",
+                                 f"{paired_ratio(times[peer], times[ours]):.2f}x"])
+            best_ours = min((k for k in variants if k.startswith("ours")), key=med.__getitem__)
+            best_peer = min((k for k in variants if k.startswith("diffusers")), key=med.__getitem__)
+            fp32_peer = "diffusers fp32" if "diffusers fp32" in med else best_peer
+            summary.append(
+                f"- {case.name}, {what}: fastest ours = `{best_ours}` ({case.batch / med[best_ours]:.0f} img/s), "
+                f"fastest diffusers = `{best_peer}` ({case.batch / med[best_peer]:.0f} img/s): "
+                f"**{paired_ratio(times[best_peer], times[best_ours]):.2f}x**; "
+                f"vs diffusers as shipped (`{fp32_peer}`): "
+                f"{paired_ratio(times[fp32_peer], times[best_ours]):.2f}x")
+            print(summary[-1], file=sys.stderr, flush=True)
+    notes = f"warmup {warmup}, {repeats} interleaved repeats, threads {threads}"
+    return rows, summary, notes
 
 
 def table(rows: list[list[str]]) -> str:
     """A Markdown table of the rows."""
-    head = ["input", "batch", "measure", "peer", "params ours", "params peer",
-            "ours median (ms)", "peer median (ms)", "peer/ours"]
+    head = ["input", "params (both)", "batch", "measure", "precision", "peer", "ours median (ms)", "peer median (ms)",
+            "ours img/s", "peer img/s", "peer/ours"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
+def merge_block(section_body: str, block: str, threads: int) -> str:
+    """Put the generated `block` for `threads` into the section body, keeping all hand-written text.
+
+    Replaces an earlier block for the same thread count; else goes after the last generated block; else
+    (a section written by hand or by an older version of this script) goes first, with the old text kept below.
+    """
+    begin, end = f"<!-- bench_unet.py --threads {threads}: generated by --write -->", \
+        f"<!-- end bench_unet.py --threads {threads} -->"
+    new = f"{begin}\n{block.strip()}\n{end}"
+    same = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if same.search(section_body):
+        return same.sub(lambda _: new, section_body)
+    ends = list(re.finditer(r"<!-- end bench_unet\.py --threads \d+ -->", section_body))
+    if ends:
+        i = ends[-1].end()
+        return section_body[:i] + "\n\n" + new + section_body[i:]
+    if not section_body.strip():
+        return new
+    kept = "*(Kept from the earlier version of this section, written before the generated block above:)*"
+    return f"{new}\n\n{kept}\n\n{section_body.strip()}"
+
+
+def current_section_body() -> str:
+    """The body of the section HEADING in BENCHMARKS.md ('' if absent)."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else ""
+    m = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return m.group(1).strip() if m else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="few repeats, smaller batch (smoke run)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
+    ap.add_argument("--quick", action="store_true", help="few repeats, half batch (smoke run)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads (default 1: the robust setting on a shared machine)")
+    ap.add_argument("--precision", default="fp32,bf16", help="comma list of fp32 and/or bf16 (CPU bf16 autocast)")
     ap.add_argument("--no-channels-last-peer", action="store_true",
-                    help="skip the extra diffusers row with channels_last weights/input")
+                    help="skip the extra diffusers fp32 row with channels_last weights/input")
     ap.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     args = ap.parse_args(argv)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        ap.error("--precision takes fp32 and/or bf16")
 
     load_before = os.getloadavg()[0]
-    rows, notes = run(args.quick, args.threads, not args.no_channels_last_peer)
+    rows, summary, notes = run(args.quick, args.threads, precisions, not args.no_channels_last_peer)
     notes += f"; 1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     tab = table(rows)
     print(tab)
+    print("\n".join(summary))
     if args.write:
         import diffusers
 
         cmd = "/work/main/.venv/bin/python " + " ".join(["benchmarks/bench_unet.py", *(argv or sys.argv[1:])])
-        body = "\n".join([
+        block = "\n".join([
+            f"### {args.threads} thread{'s' if args.threads > 1 else ''}",
+            "",
             f"- Date: {_dt.date.today().isoformat()}",
             f"- Machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
             f"diffusers {diffusers.__version__}, Python {platform.python_version()}",
             f"- Command: `{cmd}` ({notes})",
-            "- Times are medians of wall-clock per call, ours and peers interleaved in one process. "
-            "`peer/ours` > 1 means ours is faster.",
+            "- Same layout and parameter count on both sides (diffusers config derived from ours). Times are medians "
+            "of wall-clock per call, all variants interleaved in one process; `peer/ours` is the median over repeats "
+            "of the paired ratio, > 1 means ours is faster. bf16 = `torch.autocast(\"cpu\", torch.bfloat16)`.",
             "",
             tab,
+            "",
+            "Fastest vs fastest (each side's best precision/layout):",
+            "",
+            *summary,
         ])
-        write_section(HEADING, body)
+        write_section(HEADING, merge_block(current_section_body(), block, args.threads))
 
 
 if __name__ == "__main__":

@@ -227,3 +227,39 @@ def test_group_count_is_largest_divisor() -> None:
     assert group_count(48, 32) == 24
     assert group_count(3, 32) == 3
     assert group_count(7, 4) == 1
+
+
+def test_group_norm_bf16_channels_last_path_matches_stock() -> None:
+    from diffusionlab.models.layers import GroupNorm
+
+    torch.manual_seed(0)
+    gn = GroupNorm(4, 16)
+    with torch.no_grad():
+        gn.weight.normal_()
+        gn.bias.normal_()
+    x = torch.randn(3, 16, 6, 5).bfloat16()
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_c = x.clone().requires_grad_()
+    y = gn(x_cl)
+    ref = F.group_norm(x_c, 4, gn.weight, gn.bias, gn.eps)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, ref)
+    g = torch.randn(ref.shape).bfloat16()
+    grads = torch.autograd.grad(y, (x_cl, gn.weight, gn.bias), g.contiguous(memory_format=torch.channels_last))
+    ref_grads = torch.autograd.grad(ref, (x_c, gn.weight, gn.bias), g)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(grads, ref_grads):
+        assert torch.equal(a, b)
+
+
+def test_bf16_autocast_close_to_float32() -> None:
+    net = UNet(small(8, num_classes=3, attention_resolutions=(4, 8)))
+    randomize_(net)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.tensor([1.0, 10.0, 100.0, 900.0]), torch.tensor([0, 1, 2, 3])
+    ref = net(x, t, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, t, y)
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 0.05
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

@@ -4,13 +4,18 @@ References: Ho et al. 2020 (DDPM), Appendix B; Nichol & Dhariwal 2021 (improved 
 Vaswani et al. 2017 for the sinusoidal embedding.
 
 Every block works on NCHW tensors in either memory format; the UNet keeps activations in
-`torch.channels_last` because the oneDNN convolution and GroupNorm CPU kernels are faster in it
-(see BENCHMARKS.md), and the attention block is written so that channels_last costs it no copies.
+`torch.channels_last` because the oneDNN convolutions are faster in it (see BENCHMARKS.md), and the
+attention block is written so that channels_last costs it no copies. Two CPU kernels are slow in reduced
+precision (bf16 autocast), so the blocks route around them: `GroupNorm` normalises a bf16 channels_last
+tensor in the standard layout (PyTorch's bf16 channels_last GroupNorm is 10-40x slower than the
+standard-layout one), and `AttentionBlock` runs the attention kernel in float32 (the bf16 flash-attention
+backward is ~10x slower than the float32 one at these sizes). Neither changes float32 numerics.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +46,58 @@ def group_count(channels: int, groups: int) -> int:
     return 1
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+_REDUCED = (torch.bfloat16, torch.float16)
+
+
+class _GroupNormViaStandardLayout(torch.autograd.Function):
+    """GroupNorm of a channels_last tensor computed in the standard layout; output and input gradient in channels_last.
+
+    One autograd node, so the input gradient comes back in the layout of the input (a plain
+    `x.contiguous()` would hand back a standard-layout gradient, and adding that to the channels_last
+    gradient of the skip path is itself a slow mixed-layout add).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+        xc = x.contiguous()
+        n, c, h, w = xc.shape
+        y, mean, rstd = torch.ops.aten.native_group_norm(xc, weight, bias, n, c, h * w, groups, eps)
+        ctx.save_for_backward(xc, weight, mean, rstd)
+        ctx.groups = groups
+        return y.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        xc, weight, mean, rstd = ctx.saved_tensors
+        n, c, h, w = xc.shape
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        dx, dw, db = torch.ops.aten.native_group_norm_backward(
+            dy.contiguous(), xc, mean, rstd, weight, n, c, h * w, ctx.groups, mask)
+        if dx is not None:
+            dx = dx.contiguous(memory_format=torch.channels_last)
+        return dx, dw, db, None, None
+
+
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` (same parameters and state-dict keys) with a fast path for reduced-precision channels_last input.
+
+    On CPU, PyTorch's GroupNorm kernel for bf16 channels_last tensors is 10-40x slower than the one for
+    the standard layout (measured in benchmarks/profile_unet.py), so such input is normalised in the
+    standard layout and handed back in channels_last. Float32 input takes the stock kernel unchanged
+    (its channels_last kernel is slower too, but there the layout copies cost as much as they save).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Group-normalise x; the output has the memory format of x."""
+        if (x.dtype in _REDUCED and x.device.type == "cpu" and x.ndim == 4 and self.affine
+                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+            return _GroupNormViaStandardLayout.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def group_norm(channels: int, groups: int) -> GroupNorm:
     """GroupNorm with the largest valid group count <= `groups` (Wu & He 2018, as in Ho et al. 2020)."""
-    return nn.GroupNorm(group_count(channels, groups), channels)
+    return GroupNorm(group_count(channels, groups), channels)
 
 
 def zero_(module: nn.Module) -> nn.Module:
@@ -98,7 +152,13 @@ class AttentionBlock(nn.Module):
         qkv = self.qkv(tokens).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         # PyTorch's fused attention (flash kernel on CPU) scales by 1/sqrt(head_dim) and never
         # materialises the (H*W)^2 attention matrix in the forward pass.
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        if qkv.dtype in _REDUCED and qkv.device.type == "cpu":
+            # The CPU bf16 flash-attention backward is ~10x slower than the float32 one (a quarter of a bf16
+            # autocast training step); attention is ~1% of the float32 cost, so compute it in float32.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(*qkv.float().unbind(0)).to(qkv.dtype)
+        else:
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
