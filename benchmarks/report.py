@@ -41,3 +41,22 @@ def write_section(heading: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
+
+
+def cli(*args: str, threads: int | None = None) -> str:
+    """Run `diffusionlab ARGS` in a subprocess (optionally with OMP_NUM_THREADS) and return stdout; exit on failure."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    proc = subprocess.run([sys.executable, "-m", "diffusionlab.cli", *args], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"failed: diffusionlab {' '.join(args)}\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def publish(heading: str, body: str, write: bool) -> None:
+    """Print a benchmark's section and, with --write, put it into BENCHMARKS.md."""
+    print(body)
+    if write:
+        write_section(heading, body)
