@@ -173,6 +173,8 @@ def _config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     for flag, section, key, _, _ in OVERRIDES:
         put(section, key, getattr(args, flag.lstrip("-").replace("-", "_")))
     put("train", "steps", args.steps)
+    if args.steps is not None:  # the budget is one or the other: --steps replaces a run's minutes budget
+        overrides["train"]["minutes"] = None
     if args.minutes is not None:
         put("train", "minutes", args.minutes)
         overrides["train"]["steps"] = None

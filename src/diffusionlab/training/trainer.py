@@ -78,7 +78,7 @@ def fill_model_config(cfg: RunConfig, data: ImageDataset) -> None:
 def _format_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
-    m, s = divmod(int(seconds), 60)
+    m, s = divmod(max(0, int(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
