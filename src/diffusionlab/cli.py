@@ -17,7 +17,9 @@ from typing import Any, Sequence
 from . import __version__
 from .errors import ConfigError, DiffusionLabError
 
-PRESET_NAMES = ("digits", "mnist")
+from .training.config import METHODS, PRESETS
+
+PRESET_NAMES = tuple(PRESETS)
 
 
 def _positive_int(s: str) -> int:
@@ -54,6 +56,13 @@ OVERRIDES: list[tuple[str, str, str, Any, str]] = [
     ("--split", "data", "split", str, "dataset split: train, test or all"),
     ("--image-size", "data", "image_size", _positive_int, "resize images to this square size"),
     ("--channels", "data", "channels", _positive_int, "force 1 (grayscale) or 3 (RGB) channels"),
+    ("--method", "process", "method", str, f"model family: {', '.join(METHODS)}"),
+    ("--sigma-min", "process", "sigma_min", float, "flow: the OT path's sigma_min; vesde/ncsn: smallest noise level"),
+    ("--sigma-max", "process", "sigma_max", _positive_float, "vesde/ncsn: largest noise level"),
+    ("--beta-min", "process", "beta_min", float, "vpsde: beta(0)"),
+    ("--beta-max", "process", "beta_max", _positive_float, "vpsde: beta(1)"),
+    ("--num-levels", "process", "num_levels", _positive_int, "ncsn: number of noise levels L"),
+    ("--t-eps", "process", "t_eps", _positive_float, "vpsde/vesde: data end of the training time range [t_eps, 1]"),
     ("--schedule", "process", "schedule", str, "noise schedule: linear or cosine"),
     ("--timesteps", "process", "T", _positive_int, "number of diffusion steps T"),
     ("--prediction", "process", "prediction", str, "network target: eps, x0 or v"),

@@ -10,16 +10,19 @@ import torch
 
 from .denoiser import Denoiser
 from .errors import CheckpointError, ConfigError
-from .processes.gaussian import GaussianDiffusion
+from .processes import NCSN, VESDE, VPSDE, FlowMatching, GaussianDiffusion, Process
 from .training.checkpoint import latest_checkpoint, load_checkpoint
-from .training.config import ProcessConfig, RunConfig
+from .training.config import METHODS, ProcessConfig, RunConfig
 
 
-def build_process(cfg: ProcessConfig) -> GaussianDiffusion:
-    """The training process named by `cfg.method`."""
-    if cfg.method != "ddpm":
-        raise ConfigError(f"unknown method {cfg.method!r}; this version trains: ddpm")
-    return GaussianDiffusion(cfg.schedule, cfg.T, cfg.prediction, cfg.variance, cfg.loss, cfg.vlb_weight)
+def build_process(cfg: ProcessConfig) -> Process:
+    """The training process named by `cfg.method`, with its settings (defaults where unset)."""
+    if cfg.method == "ddpm":
+        return GaussianDiffusion(cfg.schedule, cfg.T, cfg.prediction, cfg.variance, cfg.loss, cfg.vlb_weight)
+    families = {"flow": FlowMatching, "ncsn": NCSN, "vpsde": VPSDE, "vesde": VESDE}
+    if cfg.method not in families:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
+    return families[cfg.method](**cfg.settings())
 
 
 def build_network(model_cfg: dict) -> torch.nn.Module:
@@ -47,7 +50,7 @@ class LoadedRun:
     """A trained model ready to sample: config, process, network (eval mode) and its Denoiser."""
 
     config: RunConfig
-    process: GaussianDiffusion
+    process: Process
     net: torch.nn.Module
     denoiser: Denoiser
     step: int

@@ -65,6 +65,9 @@ class GaussianDiffusion:
 
     PREDICTIONS = (Parameterization.EPS, Parameterization.X0, Parameterization.V)
     LOSSES = ("simple", "hybrid", "vlb")
+    method = "ddpm"
+    default_sampler = "ddim"
+    default_steps = 50
 
     def __init__(self, schedule: str = "linear", T: int = 1000, prediction: str = "eps", variance: str = "beta_tilde",
                  loss: str = "simple", vlb_weight: float = 0.001):

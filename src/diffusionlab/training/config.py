@@ -29,11 +29,37 @@ class DataConfig:
     hflip: bool = False  # random horizontal flips; wrong for digits, right for most natural images
 
 
+METHODS = ("ddpm", "flow", "ncsn", "vpsde", "vesde")
+# The settings of each non-DDPM method and their defaults; a None in ProcessConfig is filled with these.
+# - flow: sigma_min of the OT path, small so that x_1 is the data up to a barely visible blur.
+# - vpsde: Song et al. (2021), section C: beta_min 0.1, beta_max 20; t_eps 1e-3 (their VP sampling epsilon).
+# - vesde / ncsn: sigma_min 0.01 as in Song & Ermon (2019, 2020). sigma_max 50 follows their technique 1
+#   (sigma_1 about the largest pairwise distance of the training data): for MNIST scaled to [-1, 1] that
+#   distance is 31.7 (measured on 5,000 training images), so 50 covers it with margin; the 8x8 digits need
+#   only ~10 (max pairwise distance 9.6; the digits-* presets use 10). t_eps 1e-5 is Song et al.'s VE epsilon.
+#   num_levels 100 is close to technique 2 (consecutive levels overlap enough): its ratio gamma = 1.082 for
+#   784 dimensions gives 108 levels for sigma_max / sigma_min = 5000 (for the 64-dim digits, gamma = 1.36
+#   and sigma_max / sigma_min = 1000 give 22, the digits-ncsn preset).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ddpm": {},
+    "flow": {"sigma_min": 1e-4},
+    "ncsn": {"sigma_min": 0.01, "sigma_max": 50.0, "num_levels": 100},
+    "vpsde": {"beta_min": 0.1, "beta_max": 20.0, "t_eps": 1e-3},
+    "vesde": {"sigma_min": 0.01, "sigma_max": 50.0, "t_eps": 1e-5},
+}
+METHOD_SETTINGS = ("sigma_min", "sigma_max", "beta_min", "beta_max", "num_levels", "t_eps")
+
+
 @dataclass
 class ProcessConfig:
-    """The generative process: method and its settings (SPEC.md sections 1-2 for 'ddpm')."""
+    """The generative process: method and its settings (SPEC.md sections 1-2 for 'ddpm', 5-6 for the others).
 
-    method: str = "ddpm"
+    schedule, T, prediction, variance, loss, vlb_weight and timestep_sampling are DDPM's; the other methods
+    ignore them, but refuse a learned variance, a loss other than 'simple', importance sampling of t and a
+    prediction other than the default (each family fixes its own output: velocity for flow, eps otherwise).
+    """
+
+    method: str = "ddpm"  # ddpm, flow, ncsn, vpsde or vesde
     schedule: str = "cosine"
     T: int = 1000
     prediction: str = "eps"
@@ -41,6 +67,42 @@ class ProcessConfig:
     loss: str = "simple"  # simple, hybrid (L_simple + vlb_weight * L_vlb) or vlb
     vlb_weight: float = 0.001  # lambda of the hybrid loss (iDDPM section 3.1)
     timestep_sampling: str = "auto"  # uniform, importance (p_t ∝ sqrt(E[L_t^2])), or auto: importance for loss vlb
+    sigma_min: float | None = None  # flow: the OT path's sigma_min; vesde/ncsn: the smallest noise level
+    sigma_max: float | None = None  # vesde/ncsn: the largest noise level
+    beta_min: float | None = None  # vpsde: beta(0)
+    beta_max: float | None = None  # vpsde: beta(1)
+    num_levels: int | None = None  # ncsn: length L of the noise ladder
+    t_eps: float | None = None  # vpsde/vesde: the data end of the training time range [t_eps, 1]
+
+    def settings(self) -> dict[str, Any]:
+        """The method's own settings, each the configured value or its default."""
+        own = METHOD_DEFAULTS.get(self.method, {})
+        return {k: default if getattr(self, k) is None else getattr(self, k) for k, default in own.items()}
+
+    def fill_and_check(self) -> None:
+        """Fill the method's default settings and reject settings of other methods (one-line ConfigErrors)."""
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        own = METHOD_DEFAULTS[self.method]
+        for key in METHOD_SETTINGS:
+            if key not in own and getattr(self, key) is not None:
+                users = [m for m, d in METHOD_DEFAULTS.items() if key in d]
+                raise ConfigError(f"{key} is a setting of {' / '.join(users)}, not of method {self.method}")
+        for key, value in self.settings().items():
+            setattr(self, key, value)
+        if self.method == "ddpm":
+            return
+        if self.variance == "learned" or self.loss != "simple" or self.timestep_sampling == "importance":
+            raise ConfigError(f"the learned variance, the hybrid/vlb losses and importance sampling of t are DDPM's; "
+                              f"method {self.method} needs variance beta_tilde, loss simple (or a {self.method} preset)")
+        if self.prediction != "eps":
+            raise ConfigError(f"prediction is a DDPM setting; method {self.method} fixes its own network output")
+        from ..runs import build_process  # late import: runs imports this module
+
+        try:  # the process checks its own values (e.g. sigma_min < sigma_max) with one-line errors
+            build_process(self)
+        except TypeError:  # e.g. a string from a JSON file where a number belongs
+            raise ConfigError(f"the settings of method {self.method} must be numbers, got {self.settings()}") from None
 
 
 @dataclass
@@ -128,6 +190,7 @@ class RunConfig:
             raise ConfigError("lr must be > 0")
         if self.process.timestep_sampling not in ("auto", "uniform", "importance"):
             raise ConfigError("timestep_sampling must be auto, uniform or importance")
+        self.process.fill_and_check()
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
@@ -172,6 +235,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sample": {"sampler": "ddim", "steps": 50, "n": 100},
     },
 }
+
+
+# One preset per model family and data set: the digits / mnist recipe (network, optimiser, budget) with the
+# family's process. NOT tuned by measurement like `digits` and `mnist`: starting points for comparisons at an
+# equal training budget. The grids during training use DDIM on the path's discretisation (processes/discretize.py).
+FAMILY_PROCESSES: dict[str, dict[str, dict[str, Any]]] = {
+    "digits": {"flow": {}, "vpsde": {}, "vesde": {"sigma_max": 10.0}, "ncsn": {"sigma_max": 10.0, "num_levels": 22}},
+    "mnist": {"flow": {}, "vpsde": {}, "vesde": {}, "ncsn": {}},
+}
+for _data, _families in FAMILY_PROCESSES.items():
+    for _method, _settings in _families.items():
+        PRESETS[f"{_data}-{_method}"] = {**PRESETS[_data], "process": {"method": _method, **_settings}}
 
 
 def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

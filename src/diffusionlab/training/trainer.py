@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data import ImageDataset, from_model_range, load_dataset, to_model_range
 from ..errors import ConfigError
+from ..processes import GaussianDiffusion, discretize
 from ..runs import build_network, build_process
 from ..sampling import generate
 from ..viz import plot_metrics, save_grid
@@ -67,6 +68,10 @@ def fill_model_config(cfg: RunConfig, data: ImageDataset) -> None:
     m["in_channels"] = data.channels
     # A learned reverse variance doubles the output channels (iDDPM: the second half is v).
     m["out_channels"] = 2 * data.channels if cfg.process.variance == "learned" else None
+    if cfg.process.method != "ddpm":
+        # Continuous t in [0, 1]: scale it like DDPM's steps 0..1000 so the sinusoidal embedding's frequencies
+        # (tuned for integer steps) still separate nearby times. A value in the config is kept.
+        m.setdefault("time_scale", 1000.0)
     if cfg.train.class_conditional:
         if data.labels is None or not data.num_classes:
             raise ConfigError(f"class_conditional training needs labels, and dataset {data.name} has none")
@@ -111,11 +116,15 @@ def sample_grid(cfg: RunConfig, ema: EMA, shape: tuple[int, int, int], path: Pat
     preview.load_state_dict({k: v.detach().cpu() for k, v in ema.state_dict().items()})
     preview.eval()
     process = build_process(cfg.process)
+    denoiser = process.denoiser(preview)
     s = cfg.sample
+    if not isinstance(process, GaussianDiffusion) and s.sampler in ("ddpm", "ddim"):
+        # A continuous path reaches the discrete samplers as a K-step schedule built from it.
+        process = discretize(process.path, s.steps)
     y = None
     if cfg.model.get("num_classes"):
         y = torch.arange(s.n) % cfg.model["num_classes"]
-    result = generate(process.denoiser(preview), process, shape, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
+    result = generate(denoiser, process, shape, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
                       clip_x0=s.clip_x0, seed=cfg.train.seed, y=y)
     return save_grid(from_model_range(result.images), path, nrow=int(math.ceil(math.sqrt(s.n))))
 
@@ -153,7 +162,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
 
     process = build_process(cfg.process)
     t_sampling = cfg.process.timestep_sampling
-    importance = t_sampling == "importance" or (t_sampling == "auto" and process.loss_type == "vlb")
+    importance = t_sampling == "importance" or (t_sampling == "auto" and cfg.process.loss == "vlb")
     t_sampler = LossSecondMomentSampler(process.T) if importance else None
     torch.manual_seed(derive_seed(tc.seed, INIT_KEY))  # identical initial weights on every process
     net = build_network(cfg.model)
@@ -197,7 +206,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -
     net.train()
     while step < total:
         step += 1
-        # Algorithm 1, lines 2-4: x0 ~ q(x0), t ~ U{1..T}, eps ~ N(0, I) -- drawn for the global batch.
+        # Algorithm 1, lines 2-4: x0 ~ q(x0), t ~ U{1..T} (or the family's law of t), eps ~ N(0, I) -- for the global batch.
         g = generator(tc.seed, STEP_KEY, step)
         idx = stream.batch(step, tc.batch_size)
         t, eps = process.draw((tc.batch_size, *shape), g)

@@ -1,0 +1,62 @@
+"""NCSN (Song & Ermon 2019, 2020; SPEC.md section 5): denoising score matching on a geometric noise ladder.
+
+The ladder sigma_1 > ... > sigma_L is the VE path sigma(t) = sigma_min (sigma_max / sigma_min)^t sampled at
+L equally spaced times t_i = (L - i) / (L - 1), so the network is told the VE time t_i of its level and the
+samplers see the same path as `VESDE`'s. A level is drawn uniformly, and the loss is SPEC's
+sigma^2 || s_theta(x0 + sigma e, sigma) + e / sigma ||^2.
+
+Song & Ermon (2020, technique 3) parameterize s_theta(x, sigma) = net(x) / sigma. With this repo's
+`Parameterization`, s_theta = -eps_theta / sigma is that same scaling (an eps-like output on an alpha = 1
+path), and the sigma^2-weighted loss becomes || eps_theta - e ||^2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..parameterization import Parameterization
+from .continuous import ContinuousProcess
+from .sde import VESDEPath, check_ve_range
+
+
+class NCSN(ContinuousProcess):
+    """DSM on the ladder of `num_levels` noise levels, geometric from sigma_max down to sigma_min."""
+
+    method = "ncsn"
+    default_sampler = "langevin"  # annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1)
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, num_levels: int = 100):
+        check_ve_range(sigma_min, sigma_max)
+        if int(num_levels) != num_levels or num_levels < 2:
+            raise ConfigError(f"num_levels must be a whole number >= 2, got {num_levels}")
+        # t_eps = 0: the smallest level sigma_L = sigma_min sits at t = 0 (the data end of the ladder).
+        super().__init__(VESDEPath(float(sigma_min), float(sigma_max), t_eps=0.0), Parameterization.EPS)
+        self.num_levels = int(num_levels)
+
+    @property
+    def default_steps(self) -> int:  # type: ignore[override]
+        """5 Langevin steps per level (Song & Ermon 2020 use few steps per level on a long ladder)."""
+        return 5 * self.num_levels
+
+    @property
+    def times(self) -> Tensor:
+        """VE times t_1 = 1 > ... > t_L = 0 of the levels (float64)."""
+        return torch.linspace(1.0, 0.0, self.num_levels, dtype=torch.float64)
+
+    @property
+    def sigmas(self) -> Tensor:
+        """The ladder sigma_1 = sigma_max > ... > sigma_L = sigma_min (geometric)."""
+        return self.path.sigma(self.times)
+
+    def draw_t(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n level times, the level uniform on 1..L."""
+        return self.times[torch.randint(0, self.num_levels, (n,), generator=generator)]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable settings."""
+        p = self.path
+        return {"method": self.method, "sigma_min": p.sigma_min, "sigma_max": p.sigma_max, "num_levels": self.num_levels}
