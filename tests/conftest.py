@@ -16,3 +16,14 @@ def tiny_config(tmp_path: Path) -> Path:
     p = tmp_path / "tiny.json"
     p.write_text(json.dumps(TINY))
     return p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: small tensors do not pay for threads, and on a shared 2-core box they cost 10x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

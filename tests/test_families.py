@@ -52,13 +52,7 @@ PATHS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """(20000, 2) tensors are too small for intra-op threads to pay; on a shared 2-core box they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_draws(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
