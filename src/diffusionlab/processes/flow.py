@@ -29,8 +29,8 @@ class OTFlowPath:
     """mu_t = t x1, sigma_t = 1 - (1 - sigma_min) t (Lipman et al. 2023, eq. 20): noise at t = 0, data at t = 1."""
 
     sigma_min: float = 1e-4
-    t_noise: float = 0.0  # sampling starts here: x_0 ~ N(0, I) exactly
-    t_data: float = 1.0  # x_1 = data + sigma_min eps
+    t_noise = 0.0  # sampling starts here: x_0 ~ N(0, I) exactly (a constant, not a field)
+    t_data = 1.0  # x_1 = data + sigma_min eps
 
     def alpha(self, t: Tensor) -> Tensor:
         return t
