@@ -39,7 +39,9 @@ class DiscretizedProcess:
     """What `sampling.generate`'s ddpm/ddim branch reads from a process: a K-step schedule and a reverse variance."""
 
     schedule: NoiseSchedule
+    path: GaussianPath  # the continuous path the schedule was built from
     variance: str = "beta_tilde"
+    learned_variance = False
 
     @property
     def T(self) -> int:
@@ -49,4 +51,4 @@ class DiscretizedProcess:
 
 def discretize(path: GaussianPath, K: int) -> DiscretizedProcess:
     """The path as a K-step discrete process that `generate(..., sampler='ddim' or 'ddpm', steps=K)` can sample."""
-    return DiscretizedProcess(schedule_from_path(path, K))
+    return DiscretizedProcess(schedule_from_path(path, K), path)

@@ -33,15 +33,19 @@ class OTFlowPath:
     t_data = 1.0  # x_1 = data + sigma_min eps
 
     def alpha(self, t: Tensor) -> Tensor:
+        """alpha(t) = t: the weight of the data (mu_t = t x1)."""
         return t
 
     def sigma(self, t: Tensor) -> Tensor:
+        """sigma(t) = 1 - (1 - sigma_min) t: the weight of the noise."""
         return 1 - (1 - self.sigma_min) * t
 
     def d_alpha(self, t: Tensor) -> Tensor:
+        """d alpha / dt = 1."""
         return torch.ones_like(t)
 
     def d_sigma(self, t: Tensor) -> Tensor:
+        """d sigma / dt = -(1 - sigma_min)."""
         return torch.full_like(t, -(1 - self.sigma_min))
 
     def t_from_ratio(self, r: Tensor) -> Tensor:

@@ -49,16 +49,20 @@ class VPSDEPath(SongTimeRange):
         return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
 
     def alpha(self, t: Tensor) -> Tensor:
+        """alpha(t) = exp(-B(t) / 2), the mean coefficient of the VP kernel (eq. 33)."""
         return torch.exp(-0.5 * self.integral_beta(t))
 
     def sigma(self, t: Tensor) -> Tensor:
+        """sigma(t) = sqrt(1 - alpha(t)^2)."""
         # 1 - alpha^2 = -expm1(-B): exact near t = 0, where 1 - exp(-B) would cancel.
         return torch.sqrt(-torch.expm1(-self.integral_beta(t)))
 
     def d_alpha(self, t: Tensor) -> Tensor:
+        """d alpha / dt = -beta(t) alpha(t) / 2."""
         return -0.5 * self.beta(t) * self.alpha(t)
 
     def d_sigma(self, t: Tensor) -> Tensor:
+        """d sigma / dt = beta(t) alpha(t)^2 / (2 sigma(t))."""
         # sigma^2 = 1 - alpha^2  =>  sigma' = -alpha alpha' / sigma = beta alpha^2 / (2 sigma).
         return 0.5 * self.beta(t) * self.alpha(t) ** 2 / self.sigma(t)
 
@@ -84,15 +88,19 @@ class VESDEPath(SongTimeRange):
         return math.log(self.sigma_max / self.sigma_min)
 
     def alpha(self, t: Tensor) -> Tensor:
+        """alpha = 1: the VE SDE only adds noise."""
         return torch.ones_like(t)
 
     def sigma(self, t: Tensor) -> Tensor:
+        """sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
         return self.sigma_min * torch.exp(t * self.log_ratio)
 
     def d_alpha(self, t: Tensor) -> Tensor:
+        """d alpha / dt = 0."""
         return torch.zeros_like(t)
 
     def d_sigma(self, t: Tensor) -> Tensor:
+        """d sigma / dt = sigma(t) log(sigma_max / sigma_min)."""
         return self.sigma(t) * self.log_ratio
 
     def t_from_ratio(self, r: Tensor) -> Tensor:
