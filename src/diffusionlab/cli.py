@@ -320,7 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.fid:
         train, test = load_split(data_cfg, "train"), load_split(data_cfg, args.split)
         # The extractor first: a missing weights file must fail before minutes of sampling, not after.
-        extractor = build_extractor(args.extractor, train, load_split(data_cfg, "test"),
+        extractor = build_extractor(args.extractor, train, test if args.split == "test" else load_split(data_cfg, "test"),
                                     inception_weights=args.inception_weights, download=args.download_inception,
                                     progress=True)
         if is_npz or args.samples:
