@@ -90,6 +90,19 @@ def test_ode_sampler_on_a_ddpm_run_is_a_one_line_error(trained_run: Path, tmp_pa
                                 "--out", str(tmp_path / "o.npz")), "continuous-time path")
 
 
+def test_evaluate_nll_by_the_probability_flow_ode(trained_run: Path, tmp_path: Path):
+    """`evaluate --nll --ode`: bits/dim, image count and NFE printed (Heun: 2 per step), the report in JSON."""
+    report = tmp_path / "ode.json"
+    proc = run_cli("evaluate", str(trained_run), "--nll", "--ode", "--nll-n", "6", "--ode-steps", "4", "--ode-method",
+                   "heun", "--seed", "1", "--json", str(report))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(report.read_text())["nll_ode"]
+    assert r["n_images"] == 6 and r["nfe_per_image"] == 8 and r["divergence"] == "hutchinson"
+    assert np.isfinite(r["bits_per_dim"]) and r["bits_per_dim"] > 0 and r["std_error"] > 0
+    assert f"{r['bits_per_dim']:.4f}" in proc.stdout and "NFE 8 per image" in proc.stdout
+    _assert_clean_error(run_cli("evaluate", str(trained_run), "--fid", "--ode"), "--ode goes with --nll")
+
+
 def test_sampling_is_reproducible_and_trajectory_is_animated(trained_run: Path, tmp_path: Path):
     a, b, c = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.npz"
     for out, seed in ((a, "1"), (b, "1"), (c, "2")):
