@@ -6,7 +6,8 @@
   (`Denoiser.sigma_model()`): `sigmas` decreasing and ending with 0, x = sigmas[0] z at the start.
 - Time-space ODE solvers `solve_ode(f, x, ts, method)` for dx/dt = f(x, t) (`Denoiser.velocity`).
 
-Every sampler returns the final x; wrap the model in an `NFECounter` to count network evaluations.
+Every sampler returns the final x; wrap the model in an `NFECounter` to count network evaluations. The names
+the CLI accepts are `sampling.SAMPLER_NAMES`.
 """
 
 from .common import NFECounter, StepCallback
@@ -19,8 +20,6 @@ from .ode import ODE_METHODS, rk_step, solve_ode, solve_ode_adaptive
 from .sde import sample_pc, sample_sde
 from .sigmas import karras_sigmas, loguniform_sigmas, make_sigmas
 
-SAMPLERS = ("ddpm", "ddim")
-
-__all__ = ["NFECounter", "ODE_METHODS", "SAMPLERS", "StepCallback", "ddim_invert", "karras_sigmas", "loguniform_sigmas",
+__all__ = ["NFECounter", "ODE_METHODS", "StepCallback", "ddim_invert", "karras_sigmas", "loguniform_sigmas",
            "make_sigmas", "rk_step", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler", "sample_heun",
            "sample_langevin", "sample_pc", "sample_sde", "solve_ode", "solve_ode_adaptive"]
