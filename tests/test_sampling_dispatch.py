@@ -101,3 +101,16 @@ def test_path_schedule_is_the_vp_view_of_a_continuous_path() -> None:
     assert math.isclose(float(t[-1]), 1e-3, rel_tol=1e-9) and float(t[0]) < 1 and bool((t[1:] < t[:-1]).all())
     a, s = t, 1 - (1 - 1e-4) * t
     assert torch.allclose(sched.alpha_bar[1:], a**2 / (a**2 + s**2), rtol=1e-12) and sched.alpha_bar[0] == 1
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpmpp2m"])
+def test_few_step_samplers_on_a_cosine_ddpm_model(sampler: str) -> None:
+    """EDM's setting, 18 steps, on an exact cosine-schedule eps model of N(0.1, 0.3^2) in 64 dims. The cosine
+    path reaches sigma~ = 2e4 at t = T; the grid starts at 80. Measured std 0.313-0.319 for 0.300 (the 18-step
+    error; SE 0.002), against 0.43 for Heun from 2e4; tolerance 8%."""
+    gd = GaussianDiffusion("cosine", 1000, "eps")
+    den = gd.denoiser(AnalyticNet(GaussianMixture.isotropic(0.1, 0.3, dim=64), gd.schedule))
+    res = generate(den, gd, (1, 8, 8), 256, sampler=sampler, steps=18, clip_x0=False, seed=5)
+    x = res.images.reshape(256, 64).double()
+    assert res.nfe == (35 if sampler == "heun" else 18)
+    assert abs(float(x.mean()) - 0.1) < 0.01 and abs(float(x.std()) - 0.3) < 0.08 * 0.3, (x.mean(), x.std())
