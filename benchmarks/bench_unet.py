@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusionlab.models import UNet, UNetConfig, count_parameters
+from diffusionlab.models.unet import preferred_memory_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import cpu_name, write_section  # noqa: E402
@@ -167,9 +168,14 @@ def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tupl
         theirs_cfg = diffusers_config(case.ours)
         # name -> (net, input, bf16); one fresh model per variant (each has its own optimizer state).
         variants: dict[str, tuple[nn.Module, Tensor, bool]] = {}
+        default_cl = preferred_memory_format() == torch.channels_last
         for prec in precisions:
             bf16 = prec == "bf16"
-            variants[f"ours {prec}"] = (UNet(case.ours), x, bf16)
+            variants[f"ours {prec}"] = (UNet(case.ours), x, bf16)  # the layout UNet picks on this machine
+            if with_cl and not bf16:
+                # Ours in the other layout, to show what `preferred_memory_format()` gains here.
+                alt = torch.contiguous_format if default_cl else torch.channels_last
+                variants[f"ours {'std' if default_cl else '+CL'} {prec}"] = (UNet(case.ours, memory_format=alt), x, bf16)
             variants[f"diffusers {prec}"] = (DiffusersWrapper(UNet2DModel(**theirs_cfg)), x, bf16)
             if with_cl and not bf16:
                 # The same diffusers model given channels_last weights and input: what a tuned user could get.
@@ -186,7 +192,7 @@ def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tupl
             med = {k: statistics.median(v) for k, v in times.items()}
             for prec in precisions:
                 ours = f"ours {prec}"
-                for peer in [k for k in variants if k.startswith("diffusers") and k.endswith(prec)]:
+                for peer in [k for k in variants if k != ours and k.endswith(prec)]:
                     rows.append([case.name, f"{n_ours:,}", str(case.batch), what, prec, peer.rsplit(" ", 1)[0],
                                  f"{med[ours] * 1e3:.1f}", f"{med[peer] * 1e3:.1f}",
                                  f"{case.batch / med[ours]:.0f}", f"{case.batch / med[peer]:.0f}",
@@ -201,7 +207,9 @@ def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tupl
                 f"vs diffusers as shipped (`{fp32_peer}`): "
                 f"{paired_ratio(times[fp32_peer], times[best_ours]):.2f}x")
             print(summary[-1], file=sys.stderr, flush=True)
-    notes = f"warmup {warmup}, {repeats} interleaved repeats, threads {threads}"
+    layout = "channels_last" if preferred_memory_format() == torch.channels_last else "standard (contiguous)"
+    notes = (f"warmup {warmup}, {repeats} interleaved repeats, threads {threads}; our layout here: {layout}, "
+             f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     return rows, summary, notes
 
 

@@ -73,6 +73,36 @@ def test_sample_writes_npz_and_grid(trained_run: Path, tmp_path: Path, sampler: 
     assert f"NFE {nfe} per sample" in proc.stdout
 
 
+@pytest.mark.parametrize("sampler,steps,nfe", [("heun", 4, 7), ("dpmpp2m", 4, 4), ("euler", 3, 3), ("sde", 3, 3), ("pc", 3, 6)])
+def test_sample_with_sigma_space_samplers(trained_run: Path, tmp_path: Path, sampler: str, steps: int, nfe: int):
+    """A DDPM run sampled through the sigma-space adapter; the NFE line is exact (Heun 2N - 1, pc N (M + 1))."""
+    out = tmp_path / "s.npz"
+    proc = run_cli("sample", str(trained_run), "--n", "4", "--sampler", sampler, "--steps", str(steps), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out, allow_pickle=False) as f:
+        images = f["images"]
+    assert images.dtype == np.uint8 and images.shape == (4, 8, 8)
+    assert f"{sampler} {steps} steps, NFE {nfe} per sample" in proc.stdout
+
+
+def test_ode_sampler_on_a_ddpm_run_is_a_one_line_error(trained_run: Path, tmp_path: Path):
+    _assert_clean_error(run_cli("sample", str(trained_run), "--sampler", "ode-rk4", "--steps", "3",
+                                "--out", str(tmp_path / "o.npz")), "continuous-time path")
+
+
+def test_evaluate_nll_by_the_probability_flow_ode(trained_run: Path, tmp_path: Path):
+    """`evaluate --nll --ode`: bits/dim, image count and NFE printed (Heun: 2 per step), the report in JSON."""
+    report = tmp_path / "ode.json"
+    proc = run_cli("evaluate", str(trained_run), "--nll", "--ode", "--nll-n", "6", "--ode-steps", "4", "--ode-method",
+                   "heun", "--seed", "1", "--json", str(report))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(report.read_text())["nll_ode"]
+    assert r["n_images"] == 6 and r["nfe_per_image"] == 8 and r["divergence"] == "hutchinson"
+    assert np.isfinite(r["bits_per_dim"]) and r["bits_per_dim"] > 0 and r["std_error"] > 0
+    assert f"{r['bits_per_dim']:.4f}" in proc.stdout and "NFE 8 per image" in proc.stdout
+    _assert_clean_error(run_cli("evaluate", str(trained_run), "--fid", "--ode"), "--ode goes with --nll")
+
+
 def test_sampling_is_reproducible_and_trajectory_is_animated(trained_run: Path, tmp_path: Path):
     a, b, c = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.npz"
     for out, seed in ((a, "1"), (b, "1"), (c, "2")):
@@ -180,3 +210,18 @@ def test_classify_reports_real_digits_as_all_ten_classes(tmp_path: Path):
     noise_rep = json.loads(run_cli("classify", str(tmp_path / "noise.npz"), "--json").stdout)
     assert real_rep["classes_found"] == 10 and real_rep["confident_fraction"] > 0.9
     assert noise_rep["confident_fraction"] < 0.05  # the judge is not fooled by noise (measured 0%)
+
+
+def test_resume_with_steps_replaces_a_minutes_budget(tmp_path: Path):
+    """A run trained for N minutes and resumed with --steps K trains to step K (it used to stop at once)."""
+    from diffusionlab.cli import _config_for_train, build_parser
+    from diffusionlab.training.config import RunConfig, deep_update, preset_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = RunConfig.from_dict(deep_update(preset_config("digits"), {"train": {"steps": None, "minutes": 20.0}}))
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    resumed, _, is_resume = _config_for_train(build_parser().parse_args(["train", "--resume", "--out", str(run), "--steps", "5"]))
+    assert is_resume and resumed.train.steps == 5 and resumed.train.minutes is None
+    back, _, _ = _config_for_train(build_parser().parse_args(["train", "--resume", "--out", str(run), "--minutes", "3"]))
+    assert back.train.minutes == 3.0 and back.train.steps is None

@@ -17,20 +17,13 @@ import torch
 from diffusionlab.analytic import GaussianMixture
 from diffusionlab.denoiser import Denoiser, expand_like
 from diffusionlab.errors import ConfigError
-from diffusionlab.parameterization import from_prediction
-from diffusionlab.processes import (
-    NCSN,
-    VESDE,
-    VPSDE,
-    FlowMatching,
-    OTFlowPath,
-    VESDEPath,
-    VPSDEPath,
-    schedule_from_path,
-)
+from diffusionlab.processes import NCSN, VESDE, VPSDE, FlowMatching, OTFlowPath, VESDEPath, VPSDEPath
 from diffusionlab.runs import build_process
 from diffusionlab.samplers import sample_ddim
+from diffusionlab.sampling import path_schedule
 from diffusionlab.training.config import ProcessConfig, RunConfig, deep_update, preset_config
+
+from analytic_paths import PathNet
 
 F64 = torch.float64
 N = 20_000  # draws per statistical test: SE(mean) = s / 141, SE(var) = 1% of var
@@ -149,10 +142,7 @@ def _least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def bayes_output(proc, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """E[target | x_t = x] for GAUSS data: the exact posterior (x0, eps) mapped to the process's output meaning."""
-    p = proc.path
-    a, b = expand_like(p.alpha(t), x), expand_like(p.sigma(t), x)
-    pred = GAUSS.posterior_mean(x, p.alpha(t), p.sigma(t))
-    return from_prediction(pred, proc.parameterization, a, b, expand_like(p.d_alpha(t), x), expand_like(p.d_sigma(t), x))
+    return PathNet(GAUSS, proc.path, proc.parameterization.value)(x, t)
 
 
 @pytest.mark.parametrize("name", list(PROCESSES))
@@ -233,27 +223,11 @@ def test_continuous_t_is_uniform_on_the_training_range():
 # ---- the discretisation that the ddpm/ddim samplers walk ----
 
 
-@pytest.mark.parametrize("name", list(PROCESSES))
-def test_schedule_from_path_is_the_path_in_vp_coordinates(name: str):
-    path, K = PROCESSES[name].path, 20
-    sched = schedule_from_path(path, K)
-    t = torch.linspace(path.t_data, path.t_noise, K + 1, dtype=F64)
-    assert torch.equal(sched.timesteps, t)  # continuous network times, index 0 = the data end
-    abar = path.alpha(t) ** 2 / (path.alpha(t) ** 2 + path.sigma(t) ** 2)
-    assert sched.alpha_bar[0] == 1.0
-    keep = slice(1, K) if name == "flow" else slice(1, K + 1)  # flow's abar(t = 0) = 0: last beta clipped
-    assert torch.allclose(sched.alpha_bar[keep], abar[keep], rtol=1e-12)
-    assert ((sched.betas[1:] > 0) & (sched.betas[1:] < 1)).all()
-
-
 def ddim_moments(proc, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of DDIM-K on the discretised path, driven by the exact minimiser of the process's loss."""
-    sched = schedule_from_path(proc.path, K)
-
-    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return bayes_output(proc, x, t)
-
-    model = Denoiser(net, proc.parameterization, proc.path).vp()
+    """Mean and variance of DDIM-K on the path's K-step schedule (`sampling.path_schedule`), driven by the exact
+    minimiser of the process's loss."""
+    denoiser = Denoiser(PathNet(GAUSS, proc.path, proc.parameterization.value), proc.parameterization, proc.path)
+    sched, model = path_schedule(denoiser, K), denoiser.vp()
     # Start from the exact marginal at the noise end (in VP coordinates), with the noise standardised to exact
     # zero mean and unit variance: for Gaussian data every DDIM step is affine, so the output moments then
     # carry no Monte Carlo error, only the sampler's discretisation error.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from diffusionlab.cli import main
 from diffusionlab.data import load_dataset, to_model_range
-from diffusionlab.processes import discretize
 from diffusionlab.runs import LoadedRun, build_network, load_run
 from diffusionlab.sampling import generate
 from diffusionlab.training.config import RunConfig, deep_update, preset_config
@@ -52,12 +52,17 @@ def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, 
     before, after = held_out_loss(run, initial_network(run), x0), held_out_loss(run, run.net, x0)
     assert after < 0.7 * before, (before, after)
 
-    res = generate(run.denoiser, discretize(run.process.path, 10), run.image_shape, 16, sampler="ddim", steps=10,
-                   clip_x0=False, seed=3)
+    res = generate(run.denoiser, run.process, run.image_shape, 16, sampler="ddim", steps=10, clip_x0=False, seed=3)
     assert res.images.shape == (16, 1, 8, 8) and torch.isfinite(res.images).all() and res.nfe == 10
-    again = generate(run.denoiser, discretize(run.process.path, 10), run.image_shape, 16, sampler="ddim", steps=10,
-                     clip_x0=False, seed=3)
+    again = generate(run.denoiser, run.process, run.image_shape, 16, sampler="ddim", steps=10, clip_x0=False, seed=3)
     assert torch.equal(res.images, again.images)  # same seed, same numbers
+
+    # The family's own sampler through the CLI, cheap: 3 steps (ode-euler, heun, pc; langevin on 3 levels of 2 steps).
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(run_dir), "--n", "8", "--steps", "3", "--corrector-steps", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert run.process.default_sampler in printed, printed
+    assert np.load(out)["images"].shape == (8, 8, 8)
 
 
 def test_cli_rejects_bad_method_settings_in_one_line(tmp_path: Path, capsys):

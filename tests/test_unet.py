@@ -263,3 +263,30 @@ def test_bf16_autocast_close_to_float32() -> None:
     assert ((out.float() - ref).norm() / ref.norm()).item() < 0.05
     out.float().square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_memory_format_is_a_speed_choice_only(monkeypatch) -> None:
+    """The same weights give the same output in channels_last and in the standard layout (float rounding only)."""
+    from diffusionlab.models.unet import preferred_memory_format
+
+    cfg = UNetConfig(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(4,), num_heads=2)
+    torch.manual_seed(0)
+    a = UNet(cfg, memory_format=torch.channels_last)
+    b = UNet(cfg, memory_format=torch.contiguous_format)
+    with torch.no_grad():  # zero-initialised output layers would make the comparison vacuous
+        for p in a.parameters():
+            if p.ndim > 1:
+                p.normal_(std=0.1)
+    b.load_state_dict(a.state_dict())
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([1.0, 500.0, 999.0])
+    ya, yb = a(x, t), b(x, t)
+    assert ya.abs().mean() > 0.01
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
+    monkeypatch.setenv("DIFFUSIONLAB_MEMORY_FORMAT", "contiguous")
+    assert preferred_memory_format() == torch.contiguous_format
+    monkeypatch.setenv("DIFFUSIONLAB_MEMORY_FORMAT", "channels_last")
+    assert preferred_memory_format() == torch.channels_last
+    monkeypatch.setenv("DIFFUSIONLAB_MEMORY_FORMAT", "nchw")
+    with pytest.raises(ConfigError, match="DIFFUSIONLAB_MEMORY_FORMAT"):
+        preferred_memory_format()

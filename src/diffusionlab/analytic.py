@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .errors import ConfigError
 from .parameterization import Parameterization, Prediction, from_prediction
+from .processes.gaussian import DiscreteVPPath
 from .schedules import NoiseSchedule
 
 
@@ -176,17 +177,20 @@ class AnalyticNet:
     def __init__(self, data: GaussianMixture, schedule: NoiseSchedule, prediction: str | Parameterization = "eps"):
         self.data = data
         self.schedule = schedule
+        self.path = DiscreteVPPath(schedule)
         self.prediction = Parameterization.parse(prediction)
         if self.prediction is Parameterization.VELOCITY:
             raise ConfigError("a discrete schedule has no velocity parameterization")
 
     def rates(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        """a = sqrt(abar_t), b = sqrt(1 - abar_t) at network times t: (B,) tensors, or 0-dim if t is one time."""
-        t = torch.as_tensor(t, device=x.device).round().long()
+        """a = sqrt(abar_t), b = sqrt(1 - abar_t) at network times t: (B,) tensors, or 0-dim if t is one time.
+
+        A fractional t (asked by the continuous-time samplers) gets the path's interpolated rates."""
+        t = torch.as_tensor(t, device=x.device, dtype=torch.float64)
         if t.ndim > 0 and bool((t == t.reshape(-1)[0]).all()):
             t = t.reshape(-1)[0]  # one time for the whole batch (as in sampling): scalar rates are cheaper
-        abar = self.schedule.alpha_bar.to(x.device)[t].to(x.dtype)
-        return abar.sqrt(), (1 - abar).sqrt()
+        a, b = self.path.alpha(t), self.path.sigma(t)
+        return a.to(x.dtype), b.to(x.dtype)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The optimal output of kind `prediction` at (x_t, t)."""

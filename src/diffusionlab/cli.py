@@ -95,6 +95,48 @@ OVERRIDES: list[tuple[str, str, str, Any, str]] = [
 RESUMABLE = {("train", k) for k in ("steps", "minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")}
 
 
+def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+    """The sampler choice and its options, shared by `sample` and `evaluate --fid`."""
+    from .sampling import SAMPLER_NAMES
+
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None, metavar="NAME",
+                   help=f"one of {', '.join(SAMPLER_NAMES)} (default: the model's own, ddim for DDPM)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="sampling steps N (default: T for ddpm, 50 otherwise; NFE: 2N - 1 for heun, N (M + 1) for pc)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
+    p.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform", help="ddpm/ddim step spacing when respacing")
+    p.add_argument("--snr", type=_positive_float, default=0.16, help="pc: signal-to-noise ratio r of the Langevin corrector")
+    p.add_argument("--corrector-steps", type=int, default=None,
+                   help="pc: corrector steps M per level (default 1); langevin: steps T per level (default 100)")
+    p.add_argument("--langevin-eps", type=_positive_float, default=2e-5,
+                   help="langevin: eps of the step size eps sigma_i^2 / sigma_L^2 (default 2e-5)")
+    p.add_argument("--rtol", type=_positive_float, default=1e-3, help="ode-adaptive: relative and absolute tolerance")
+
+
+def _sampler_and_steps(args: argparse.Namespace, process: Any) -> tuple[str, int]:
+    """The sampler and step count asked for, with the model's defaults and a one-line error for too many steps."""
+    from .sampling import VP_SAMPLERS
+
+    sampler = args.sampler or getattr(process, "default_sampler", "ddim")
+    T = getattr(process, "T", None)  # only a discrete (DDPM) process has T steps
+    discrete_vp = T is not None and sampler in VP_SAMPLERS
+    if args.steps:
+        steps = args.steps
+    elif discrete_vp and sampler == "ddpm":
+        steps = T
+    else:
+        steps = min(getattr(process, "default_steps", 50), T) if discrete_vp else getattr(process, "default_steps", 50)
+    if discrete_vp and steps > T:
+        raise ConfigError(f"--steps {steps} is more than the model's T = {T}")
+    return sampler, steps
+
+
+def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `sampling.generate` for the sampler options."""
+    return {"eta": args.eta, "spacing": args.spacing, "snr": args.snr, "corrector_steps": args.corrector_steps,
+            "langevin_eps": args.langevin_eps, "rtol": args.rtol}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all sub-commands."""
     p = argparse.ArgumentParser(prog="diffusionlab", description="Train, sample and evaluate diffusion models.")
@@ -119,12 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate images from a trained run", description="Sample from a trained run.")
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
-    s.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
-    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
+    _add_sampler_options(s)
     s.add_argument("--variance", choices=("beta", "beta_tilde", "learned"), default=None,
                    help="DDPM sigma_t^2 (default: the model's own; 'learned' needs an iDDPM model)")
-    s.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform", help="step spacing when respacing")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/SAMPLER-STEPS-seedS.npz)")
     s.add_argument("--trajectory", action="store_true", help="also write a GIF of the denoising")
@@ -143,12 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--nll-steps", type=_positive_int, default=None, help="bound on a K-step respaced chain (default T)")
     e.add_argument("--variance", choices=("beta", "beta_tilde", "learned"), default=None,
                    help="reverse variance of the bound (default: the model's)")
+    e.add_argument("--ode", action="store_true",
+                   help="with --nll: the exact NLL by the probability-flow ODE (dequantized) instead of the bound")
+    e.add_argument("--ode-steps", type=_positive_int, default=25, help="--ode: steps in log sigma (default 25)")
+    e.add_argument("--ode-method", choices=("euler", "midpoint", "heun", "rk4", "adaptive"), default="rk4",
+                   help="--ode: the ODE solver (default rk4; adaptive uses --rtol)")
+    e.add_argument("--divergence", choices=("hutchinson", "exact"), default="hutchinson",
+                   help="--ode: Hutchinson's estimate (Rademacher probe, seeded) or the exact trace (D backward passes)")
     e.add_argument("--n", type=_positive_int, default=1000, help="samples for FID (default 1000)")
     e.add_argument("--samples", metavar="FILE.npz", help="evaluate these samples instead of generating new ones")
-    e.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
-    e.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
-    e.add_argument("--eta", type=float, default=0.0)
-    e.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform")
+    _add_sampler_options(e)
     e.add_argument("--extractor", choices=("auto", "domain", "inception"), default="auto",
                    help="features: a domain classifier trained on the data, or Inception-v3 (needs its weights)")
     e.add_argument("--inception-weights", metavar="FILE", help="pt_inception-2015-12-05-6726825d.pth or a .safetensors copy")
@@ -245,18 +288,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1], got {args.eta}")
     run = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
-    steps = args.steps or (run.process.T if args.sampler == "ddpm" else min(50, run.process.T))
-    if steps > run.process.T:
-        raise ConfigError(f"--steps {steps} is more than the model's T = {run.process.T}")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{args.sampler}-{steps}-seed{args.seed}.npz"
+    sampler, steps = _sampler_and_steps(args, run.process)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}.npz"
     if out.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out}")
     if not out.parent.is_dir():
         raise ConfigError(f"output folder does not exist: {out.parent}")
     t0 = time.perf_counter()
-    res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=args.sampler, steps=steps, eta=args.eta,
-                   variance=args.variance, spacing=args.spacing, clip_x0=not args.no_clip, seed=args.seed,
-                   batch_size=args.batch_size, trajectory_frames=40 if args.trajectory else 0, progress=True)
+    res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=sampler, steps=steps,
+                   variance=args.variance, clip_x0=not args.no_clip, seed=args.seed, batch_size=args.batch_size,
+                   trajectory_frames=40 if args.trajectory else 0, progress=True, **_sampler_options(args))
     seconds = time.perf_counter() - t0
     u8 = from_model_range(res.images)  # (N, C, H, W)
     arr = u8[:, 0].numpy() if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1).numpy()
@@ -264,7 +305,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     np.savez_compressed(tmp, images=arr)
     os.replace(tmp, out)
     grid = save_grid(u8[:256], out.with_suffix(".png"))
-    print(f"{args.n} samples, {args.sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
+    print(f"{args.n} samples, {sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
           f"(step {run.step} {'raw' if args.no_ema else 'EMA'} weights)")
     print(f"samples: {out}")
     print(f"grid:    {grid}")
@@ -287,11 +328,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluation.digits import load_npz_images
-    from .evaluation.evaluate import build_extractor, load_split, nll_report, npz_to_images, quality_with_floor
+    from .evaluation.evaluate import (build_extractor, load_split, nll_report, npz_to_images, ode_nll_report,
+                                      quality_with_floor)
     from .training.config import DataConfig
 
     if not (args.nll or args.fid):
         raise ConfigError("choose what to measure: --nll and/or --fid")
+    if args.ode and not args.nll:
+        raise ConfigError("--ode goes with --nll (the NLL by the probability-flow ODE)")
     target = Path(args.target)
     is_npz = target.suffix == ".npz"
     run = None
@@ -312,7 +356,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if run is not None:
         report["checkpoint_step"] = run.step
 
-    if args.nll:
+    if args.nll and args.ode:
+        assert run is not None
+        t0 = time.perf_counter()
+        r = ode_nll_report(run, split=args.split, n=args.nll_n, steps=args.ode_steps, method=args.ode_method,
+                           rtol=args.rtol, divergence=args.divergence, batch_size=args.batch_size, seed=args.seed,
+                           progress=True)
+        r["seconds"] = time.perf_counter() - t0
+        report["nll_ode"] = r
+        print(f"NLL (probability-flow ODE): {r['bits_per_dim']:.4f} ± {r['std_error']:.4f} bits/dim on {r['n_images']} "
+              f"{r['split']} images of {r['dataset']}, dequantized 8-bit")
+        print(f"  [{r['method']} {r['steps']} steps in log sigma over [{r['sigma_min']:.4g}, {r['sigma_max']:.4g}], "
+              f"{r['divergence']} divergence, NFE {r['nfe_per_image']} per image, {r['seconds']:.0f} s]")
+    elif args.nll:
         assert run is not None
         t0 = time.perf_counter()
         r = nll_report(run, split=args.split, n=args.nll_n, steps=args.nll_steps, spacing=args.spacing,
@@ -329,7 +385,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.fid:
         train, test = load_split(data_cfg, "train"), load_split(data_cfg, args.split)
         # The extractor first: a missing weights file must fail before minutes of sampling, not after.
-        extractor = build_extractor(args.extractor, train, load_split(data_cfg, "test"),
+        extractor = build_extractor(args.extractor, train, test if args.split == "test" else load_split(data_cfg, "test"),
                                     inception_weights=args.inception_weights, download=args.download_inception,
                                     progress=True)
         if is_npz or args.samples:
@@ -341,18 +397,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from .data import from_model_range
             from .sampling import generate
 
-            steps = args.steps or (run.process.T if args.sampler == "ddpm" else min(50, run.process.T))
+            sampler, steps = _sampler_and_steps(args, run.process)
             y = None
             if run.config.model.get("num_classes"):
                 y = torch.arange(args.n) % run.config.model["num_classes"]  # balanced classes
             t0 = time.perf_counter()
-            res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=args.sampler, steps=steps,
-                           eta=args.eta, spacing=args.spacing, clip_x0=not args.no_clip, seed=args.seed, y=y,
-                           batch_size=args.batch_size, progress=True)
+            res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=sampler, steps=steps,
+                           clip_x0=not args.no_clip, seed=args.seed, y=y, batch_size=args.batch_size, progress=True,
+                           **_sampler_options(args))
             fake = from_model_range(res.images)
-            how = f"{args.n} samples, {args.sampler} {steps} steps (NFE {res.nfe}), {time.perf_counter() - t0:.0f} s"
-            report["sampling"] = {"sampler": args.sampler, "steps": steps, "eta": args.eta, "nfe": res.nfe, "n": args.n,
-                                  "seed": args.seed}
+            how = f"{args.n} samples, {sampler} {steps} steps (NFE {res.nfe}), {time.perf_counter() - t0:.0f} s"
+            report["sampling"] = {"sampler": sampler, "steps": steps, **_sampler_options(args), "nfe": res.nfe,
+                                  "n": args.n, "seed": args.seed}
         q = quality_with_floor(fake, train, test, extractor, k=args.k, seed=args.seed)
         report["quality"] = q
         print(f"sample quality of {how}")

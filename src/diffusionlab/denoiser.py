@@ -11,19 +11,34 @@ Samplers are plain functions of `(model, x, schedule, ...)`, written in the vari
 notation of the papers (alpha_bar). A path that is not variance preserving (VE, flow matching) is
 seen by those samplers through `Denoiser.vp()`, which rescales x by s(t) = sqrt(alpha^2 + sigma^2) so
 that x / s(t) = sqrt(abar) x0 + sqrt(1 - abar) eps with abar = alpha^2 / (alpha^2 + sigma^2).
+
+Two more views serve the continuous-time samplers:
+- `Denoiser.sigma_model()`: the EDM denoiser D(x~, sigma~) -> x0_hat in variance-exploding coordinates
+  x~ = x_t / alpha(t), sigma~ = sigma(t) / alpha(t) (Karras et al. 2022, eqs. 1-3 and Table 1), where
+  every Gaussian path is the same ODE dx~/dsigma~ = (x~ - D(x~, sigma~)) / sigma~ (their eq. 4);
+- `Denoiser.velocity()`: d x_t / dt = alpha'(t) x0_hat + sigma'(t) eps_hat, the probability-flow ODE in
+  the path's own time (for flow matching, the network's v).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
 
-from .parameterization import Parameterization, Prediction, to_prediction
+from .errors import ConfigError
+from .parameterization import Parameterization, Prediction, from_prediction, to_prediction
 
 Network = Callable[..., Tensor]
 Model = Callable[[Tensor, Tensor], Prediction]  # the sampler contract: model(x_t, t) -> Prediction
+SigmaModel = Callable[[Tensor, Tensor], Tensor]  # EDM's D(x~, sigma~) -> x0_hat in VE coordinates
+
+# Where sigma~ = sigma / alpha is infinite (alpha = 0: flow matching's t = 0) or zero (sigma = 0), sampling
+# starts (ends) this fraction of the time range inside the path's end instead: for the OT path that is
+# t = 1e-3, sigma~ = 999, where x_t = alpha x~ with x~ ~ N(0, sigma~^2 I) matches x_t ~ N(0, (1 + 1e-6) I).
+END_CLIP = 1e-3
 
 
 class GaussianPath(Protocol):
@@ -36,6 +51,20 @@ class GaussianPath(Protocol):
     def d_alpha(self, t: Tensor) -> Tensor | None: ...
 
     def d_sigma(self, t: Tensor) -> Tensor | None: ...
+
+    @property
+    def t_noise(self) -> float:
+        """The time at the noise end of the trained range (sampling starts here)."""
+        ...
+
+    @property
+    def t_data(self) -> float:
+        """The time at the data end of the trained range (sampling ends here)."""
+        ...
+
+    def t_from_ratio(self, r: Tensor) -> Tensor:
+        """The time t at which sigma(t) / alpha(t) = r, on [t_data, t_noise]."""
+        ...
 
 
 def expand_like(v: Tensor, x: Tensor) -> Tensor:
@@ -101,6 +130,48 @@ class Denoiser:
             return self(x_vp * scale, t, y)
 
         return model
+
+    def time_range(self) -> tuple[float, float]:
+        """(t at the noise end, t at the data end), moved END_CLIP inside an end where sigma~ is infinite or 0."""
+        path = self.path
+        t_noise, t_data = float(path.t_noise), float(path.t_data)
+        span = t_data - t_noise
+        if not math.isfinite(self._ratio(t_noise)):
+            t_noise += END_CLIP * span
+        if not self._ratio(t_data) > 0:
+            t_data -= END_CLIP * span
+        return t_noise, t_data
+
+    def _ratio(self, t: float) -> float:
+        """sigma~ = sigma(t) / alpha(t) at one time t (inf where alpha = 0)."""
+        t_ = torch.tensor([t], dtype=torch.float64)
+        alpha, sigma = float(self.path.alpha(t_)[0]), float(self.path.sigma(t_)[0])
+        return sigma / alpha if alpha > 0 else math.inf
+
+    def sigma_range(self) -> tuple[float, float]:
+        """(sigma~_min, sigma~_max): the VE noise levels at the data and noise ends of `time_range()`."""
+        t_noise, t_data = self.time_range()
+        return self._ratio(t_data), self._ratio(t_noise)
+
+    def sigma_model(self, y: Tensor | None = None) -> SigmaModel:
+        """This model as EDM's D(x~, sigma~) -> x0_hat (Karras et al. 2022, eq. 3 and Table 1)."""
+
+        def model(x_tilde: Tensor, sigma_tilde: Tensor) -> Tensor:
+            # x_t = alpha(t) x~ at the t where sigma(t) / alpha(t) = sigma~: the same point in the path's coordinates.
+            t = self.path.t_from_ratio(batch_time(sigma_tilde, x_tilde))
+            return self(x_tilde * expand_like(self.path.alpha(t), x_tilde), t, y).x0
+
+        return model
+
+    def velocity(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """d x_t / dt = alpha'(t) x0_hat + sigma'(t) eps_hat: the probability-flow ODE in the path's time."""
+        t = batch_time(t, x)
+        path = self.path
+        d_a, d_s = path.d_alpha(t), path.d_sigma(t)
+        if d_a is None or d_s is None:
+            raise ConfigError("this model's path is discrete (DDPM): time-space ODE solvers need a continuous path")
+        coef = [expand_like(c, x) for c in (path.alpha(t), path.sigma(t), d_a, d_s)]
+        return from_prediction(self(x, t, y), Parameterization.VELOCITY, *coef)
 
     def score(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """grad_x log q_t(x) = -eps_hat / sigma(t)."""

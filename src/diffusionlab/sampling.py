@@ -1,31 +1,96 @@
-"""High-level generation: build a sampling schedule, run a named sampler in batches, record a trajectory.
+"""High-level generation: build a sampling grid, run a named sampler in batches, record a trajectory.
 
-The maths lives in `samplers/`; this module is the plumbing the CLI and the trainer share.
+The maths lives in `samplers/`; this module is the plumbing the CLI and the trainer share. It works for any
+process exposing `.path` and `.denoiser(net)`; only the DDPM process has a `.schedule`. The sampler names:
+
+| name | what | grid (`steps` = N) | NFE |
+|---|---|---|---|
+| ddpm, ddim | Ho et al. Algorithm 2; DDIM eq. 12 (`Denoiser.vp()`) | respaced schedule, or K times of a continuous path | N |
+| euler | Euler on the PF-ODE in sigma space | Karras (rho = 7) on `sigma_range()`, sigma_max capped at 80 | N |
+| heun | EDM Algorithm 1 | Karras | 2N - 1 |
+| dpmpp2m | DPM-Solver++(2M), first order on the first and last step | Karras | N |
+| sde | reverse-SDE Euler-Maruyama (VE form) | Karras | N |
+| pc | predictor-corrector, Langevin corrector at snr r | Karras | N (M + 1) |
+| langevin | annealed Langevin, T steps per level, then one denoising step | N geometric levels to max(sigma_min, 0.01) | N T + 1 |
+| ode-euler, ode-midpoint, ode-heun, ode-rk4 | the PF-ODE in the path's time (`Denoiser.velocity`) | N uniform steps in t | N, 2N, 2N, 4N |
+| ode-adaptive | RK45 with rtol = atol | adaptive | as it takes |
+
+The sigma-space samplers start from x~ = sigma_max z and end at sigma = 0, where x~ = x0. The ode-* samplers
+need a continuous path (time derivatives); they start from x_t = sqrt(alpha^2 + sigma^2) z at the noise end.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser, Model
+from .denoiser import Denoiser, SigmaModel, expand_like
 from .errors import ConfigError
-from .processes.gaussian import GaussianDiffusion
-from .samplers import NFECounter, sample_ddim, sample_ddpm
+from .parameterization import Parameterization
+from .samplers import (NFECounter, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun,
+                       sample_langevin, sample_pc, sample_sde, solve_ode)
+from .samplers.sigmas import karras_sigmas, loguniform_sigmas
 from .schedules import NoiseSchedule, spaced_timesteps
 from .training.determinism import generator
 
-SAMPLER_NAMES = ("ddpm", "ddim")
+VP_SAMPLERS = ("ddpm", "ddim")
+SIGMA_SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m, "sde": sample_sde,
+                  "pc": sample_pc, "langevin": sample_langevin}
+ODE_SAMPLERS = ("ode-euler", "ode-midpoint", "ode-heun", "ode-rk4", "ode-adaptive")
+SAMPLER_NAMES = (*VP_SAMPLERS, *SIGMA_SAMPLERS, *ODE_SAMPLERS)
+# EDM's sigma_max (Karras et al. 2022, section 5 and Table 1). A cosine DDPM reaches sigma~ = 2e4 at t = T, and a
+# grid spread over [sigma_min, 2e4] wastes its steps where x~ is pure noise (Heun-18 on Gaussian data: std 0.43
+# for 0.30, against 0.32 from 80). Starting at 80 from N(0, 80^2 I) instead of q_80 costs a variance mismatch of
+# 1 part in 80^2 / Var(data) and a mean offset of mean(data) / 80 that the flow shrinks by Std(data) / 80.
+SIGMA_MAX_CAP = 80.0
+LANGEVIN_STEPS_EACH = 100  # NCSN's T (Song & Ermon 2019, section 4.3)
+# NCSN's sigma_L (ibid.): with eps = 2e-5 the top level's step is a_1 = eps sigma_1^2 / sigma_L^2 ~ 0.2 sigma_1^2,
+# a stable Langevin step; a smaller sigma_L would need a smaller eps.
+LANGEVIN_SIGMA_MIN = 0.01
 
 
-def sampling_schedule(process: GaussianDiffusion, steps: int | None, spacing: str = "uniform") -> NoiseSchedule:
+def sampling_schedule(process: Any, steps: int | None, spacing: str = "uniform") -> NoiseSchedule:
     """The training schedule, respaced to `steps` steps (None or T: the full schedule)."""
     if steps is None or steps == process.T:
         return process.schedule
     return process.schedule.respace(spaced_timesteps(process.T, steps, spacing))
+
+
+def path_schedule(denoiser: Denoiser, steps: int) -> NoiseSchedule:
+    """A K-step VP `NoiseSchedule` of a continuous path, for DDPM/DDIM: K times uniform on `time_range()`,
+    abar_k = alpha^2 / (alpha^2 + sigma^2) (the VP view of `Denoiser.vp()`), network times the continuous t."""
+    if steps < 1:
+        raise ConfigError(f"number of sampling steps must be >= 1, got {steps}")
+    t_noise, t_data = denoiser.time_range()
+    t = t_data + (t_noise - t_data) * torch.arange(1, steps + 1, dtype=torch.float64) / steps
+    alpha, sigma = denoiser.path.alpha(t).double(), denoiser.path.sigma(t).double()
+    abar = alpha**2 / (alpha**2 + sigma**2)
+    one = torch.ones(1, dtype=torch.float64)
+    return NoiseSchedule(torch.cat([one, abar]), torch.cat([t_data * one, t]))
+
+
+def has_time_derivatives(denoiser: Denoiser) -> bool:
+    """Whether the model's path is continuous (d alpha / dt and d sigma / dt exist)."""
+    t = torch.tensor([float(denoiser.path.t_data)], dtype=torch.float64)
+    return denoiser.path.d_alpha(t) is not None and denoiser.path.d_sigma(t) is not None
+
+
+def ode_time_range(denoiser: Denoiser) -> tuple[float, float]:
+    """Where the ode-* samplers integrate: a velocity network is finite at both ends of its path (flow matching
+    from t = 0, SPEC.md section 6); other outputs are singular where alpha = 0, so those start at `time_range()`."""
+    if denoiser.parameterization is Parameterization.VELOCITY:
+        return float(denoiser.path.t_noise), float(denoiser.path.t_data)
+    return denoiser.time_range()
+
+
+def clipped(model: SigmaModel) -> SigmaModel:
+    """D(x, sigma) clamped to the data range [-1, 1] (the sigma-space form of x0 clipping)."""
+    return lambda x, sigma: model(x, sigma).clamp(-1, 1)
 
 
 @dataclass
@@ -41,7 +106,7 @@ class SampleResult:
 
 def generate(
     denoiser: Denoiser,
-    process: GaussianDiffusion,
+    process: Any,
     shape: tuple[int, int, int],
     n: int,
     *,
@@ -57,46 +122,104 @@ def generate(
     trajectory_frames: int = 0,
     progress: bool = False,
     device: torch.device | str = "cpu",
+    snr: float = 0.16,
+    corrector_steps: int | None = None,
+    langevin_eps: float = 2e-5,
+    rtol: float = 1e-3,
 ) -> SampleResult:
     """Draw n samples of `shape` with the named sampler; the same seed gives the same images.
 
-    `variance` (DDPM only) defaults to the process's own: the learned one for an iDDPM model.
+    `steps` is the number of steps N (see the module table for the NFE). `variance` (DDPM only) defaults to the
+    process's own. `corrector_steps` is pc's M (default 1) and langevin's T per level (default 100).
     """
     if sampler not in SAMPLER_NAMES:
         raise ConfigError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLER_NAMES)}")
     if n < 1:
         raise ConfigError("--n must be >= 1")
-    schedule = sampling_schedule(process, steps, spacing)
-    variance = variance or process.variance
+    discrete = hasattr(process, "schedule")
+    if steps is None:
+        steps = process.T if discrete and sampler == "ddpm" else getattr(process, "default_steps", 50)
+    if steps < 1:
+        raise ConfigError(f"number of sampling steps must be >= 1, got {steps}")
+    if sampler.startswith("ode-") and not has_time_derivatives(denoiser):
+        raise ConfigError(f"sampler {sampler} integrates d x_t / dt and needs a continuous-time path; this model's "
+                          f"path is discrete (DDPM): use heun, dpmpp2m, euler, sde, pc, langevin, ddim or ddpm")
+    if corrector_steps is not None and corrector_steps < (0 if sampler == "pc" else 1):
+        raise ConfigError(f"--corrector-steps must be >= {0 if sampler == 'pc' else 1}, got {corrector_steps}")
+
+    # The grid and the starting scale of x for the chosen family of samplers.
+    schedule, sigmas, ts = None, None, None
+    if sampler in VP_SAMPLERS:
+        schedule = sampling_schedule(process, steps, spacing) if discrete else path_schedule(denoiser, steps)
+        variance = variance or getattr(process, "variance", "beta_tilde")
+        n_steps, start_scale = schedule.T, 1.0
+    elif sampler in SIGMA_SAMPLERS:
+        s_min, s_max = denoiser.sigma_range()
+        s_max = min(s_max, SIGMA_MAX_CAP)
+        if sampler == "langevin":  # NCSN's ladder ends at sigma_L = 0.01: eps / sigma_L^2 sets the top step size
+            sigmas = loguniform_sigmas(steps, max(s_min, LANGEVIN_SIGMA_MIN), s_max)
+        else:
+            sigmas = karras_sigmas(steps, s_min, s_max)
+        n_steps, start_scale = steps, float(sigmas[0])
+    else:
+        t_noise, t_data = ode_time_range(denoiser)
+        ts = torch.linspace(t_noise, t_data, steps + 1, dtype=torch.float64)
+        t0 = ts[:1]
+        n_steps, start_scale = steps, float((denoiser.path.alpha(t0) ** 2 + denoiser.path.sigma(t0) ** 2).sqrt())
+
     x_T = torch.randn((n, *shape), generator=generator(seed, 0))
     out, nfe = [], 0
     result = SampleResult(images=torch.empty(0), nfe=0)
     frame_steps = set()
     if trajectory_frames:
-        frame_steps = {int(k) for k in torch.linspace(schedule.T, 1, min(trajectory_frames, schedule.T)).round().tolist()}
+        frame_steps = {int(k) for k in torch.linspace(n_steps, 1, min(trajectory_frames, n_steps)).round().tolist()}
     batches = range(0, n, batch_size)
     for b, start in enumerate(tqdm(batches, desc="sampling", disable=not progress or len(batches) == 1)):
-        x = x_T[start : start + batch_size].to(device)
+        x = start_scale * x_T[start : start + batch_size].to(device)
         yb = None if y is None else y[start : start + batch_size].to(device)
-        base: Model = denoiser.vp(yb)
-        model = NFECounter(base)
         g = generator(seed, 1, b)
 
-        def record(k: int, x_k: Tensor, x0_hat: Tensor, first: bool = b == 0) -> None:
-            if first and k in frame_steps:
-                result.trajectory_steps.append(int(schedule.timesteps[k - 1]))
-                result.trajectory_xt.append(x_k[:16].detach().cpu().clamp(-1, 1))
-                result.trajectory_x0.append(x0_hat[:16].detach().cpu().clamp(-1, 1))
+        def record(k: int, x_k: Tensor, x0_hat: Tensor | None = None, first: bool = b == 0) -> None:
+            if not (first and k in frame_steps):
+                return
+            if schedule is not None:
+                label = int(schedule.timesteps[k - 1])
+            else:  # show x~ at the VP scale x~ / sqrt(1 + sigma~^2), which stays within the data range
+                label = k - 1
+                if sigmas is not None:
+                    x_k = x_k / math.sqrt(1 + float(sigmas[n_steps - k + 1]) ** 2)
+            result.trajectory_steps.append(label)
+            result.trajectory_xt.append(x_k[:16].detach().cpu().clamp(-1, 1))
+            result.trajectory_x0.append((x_k if x0_hat is None else x0_hat)[:16].detach().cpu().clamp(-1, 1))
 
-        if sampler == "ddpm":
-            x = sample_ddpm(model, x, schedule, variance=variance, clip_x0=clip_x0, generator=g, callback=record)
+        counter: NFECounter
+        if sampler in VP_SAMPLERS:
+            counter = NFECounter(denoiser.vp(yb))
+            if sampler == "ddpm":
+                x = sample_ddpm(counter, x, schedule, variance=variance, clip_x0=clip_x0, generator=g, callback=record)
+            else:
+                x = sample_ddim(counter, x, schedule, eta=eta, clip_x0=clip_x0, generator=g, callback=record)
+        elif sampler in SIGMA_SAMPLERS:
+            model = denoiser.sigma_model(yb)
+            counter = NFECounter(clipped(model) if clip_x0 else model)
+            options: dict[str, Any] = {}
+            if sampler == "pc":
+                options = {"snr": snr, "n_corrector": 1 if corrector_steps is None else corrector_steps}
+            elif sampler == "langevin":
+                options = {"step_eps": langevin_eps,
+                           "n_steps_each": LANGEVIN_STEPS_EACH if corrector_steps is None else corrector_steps}
+            x = SIGMA_SAMPLERS[sampler](counter, x, sigmas, generator=g, callback=record, **options)
         else:
-            x = sample_ddim(model, x, schedule, eta=eta, clip_x0=clip_x0, generator=g, callback=record)
+            counter = NFECounter(lambda x_t, t, yb=yb: denoiser.velocity(x_t, t, yb))
+            x = solve_ode(counter, x, ts, sampler.removeprefix("ode-"), rtol=rtol, atol=rtol, callback=record)
+            # x_t at the data end is alpha x0 + sigma eps; report x~ = x_t / alpha, the VE coordinates' x0 estimate
+            x = x / expand_like(denoiser.path.alpha(ts[-1:]).to(x), x)
         out.append(x.cpu())
-        nfe = max(nfe, model.nfe)
+        nfe = max(nfe, counter.nfe)
     result.images = torch.cat(out).clamp(-1, 1)
     result.nfe = nfe
     return result
 
 
-__all__ = ["SAMPLER_NAMES", "SampleResult", "generate", "sampling_schedule"]
+__all__ = ["ODE_SAMPLERS", "SAMPLER_NAMES", "SIGMA_SAMPLERS", "VP_SAMPLERS", "SampleResult", "generate",
+           "has_time_derivatives", "path_schedule", "sampling_schedule"]

@@ -18,6 +18,7 @@ from ..errors import ConfigError, DataError
 from ..runs import LoadedRun
 from ..training.config import DataConfig
 from .likelihood import variational_bound
+from .ode_likelihood import ode_bits_per_dim
 
 
 def load_split(data: DataConfig, split: str) -> ImageDataset:
@@ -25,26 +26,43 @@ def load_split(data: DataConfig, split: str) -> ImageDataset:
     return load_dataset(data.source, data.data_dir, split, data.image_size, data.channels)
 
 
-def nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int | None = None, spacing: str = "uniform",
-               variance: str | None = None, clip_x0: bool = True, batch_size: int = 256, seed: int = 0,
-               progress: bool = False) -> dict[str, Any]:
-    """The variational bound in bits/dim on the first n images of a split (a fixed, seeded subset)."""
+def nll_images(run: LoadedRun, split: str, n: int, seed: int) -> tuple[ImageDataset, torch.Tensor, torch.Tensor | None]:
+    """A fixed, seeded subset of n images of a split (and their labels for a class-conditional model)."""
     data = load_split(run.config.data, split)
     if data.shape != run.image_shape:
         raise DataError(f"split {split} has images {data.shape}, the model makes {run.image_shape}")
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: min(n, len(data))]
-    images = data.images[idx]
     y = None
     if run.config.model.get("num_classes"):
         if data.labels is None:
             raise DataError(f"the model is class-conditional and split {split} has no labels")
         y = data.labels[idx]
+    return data, data.images[idx], y
+
+
+def _describe(run: LoadedRun, data: ImageDataset, split: str, y: torch.Tensor | None) -> dict[str, Any]:
+    return {"dataset": data.name, "split": split, "trained_on_split": run.config.data.split,
+            "checkpoint_step": run.step, "class_conditional": y is not None}
+
+
+def nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int | None = None, spacing: str = "uniform",
+               variance: str | None = None, clip_x0: bool = True, batch_size: int = 256, seed: int = 0,
+               progress: bool = False) -> dict[str, Any]:
+    """The variational bound in bits/dim on the first n images of a split (a fixed, seeded subset)."""
+    data, images, y = nll_images(run, split, n, seed)
     res = variational_bound(run.denoiser, run.process, images, steps=steps, spacing=spacing, variance=variance,
                             clip_x0=clip_x0, batch_size=batch_size, seed=seed, y=y, progress=progress)
-    out = res.to_dict()
-    out.update({"dataset": data.name, "split": split, "trained_on_split": run.config.data.split,
-                "checkpoint_step": run.step, "class_conditional": y is not None})
-    return out
+    return {**res.to_dict(), **_describe(run, data, split, y)}
+
+
+def ode_nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int = 25, method: str = "rk4",
+                   rtol: float = 1e-5, divergence: str = "hutchinson", batch_size: int = 256, seed: int = 0,
+                   progress: bool = False) -> dict[str, Any]:
+    """The probability-flow ODE NLL in bits/dim (dequantized) on the same seeded subset as `nll_report`."""
+    data, images, y = nll_images(run, split, n, seed)
+    res = ode_bits_per_dim(run.denoiser, images, steps=steps, method=method, rtol=rtol, divergence=divergence,
+                           seed=seed, batch_size=batch_size, y=y, progress=progress)
+    return {**res.to_dict(), **_describe(run, data, split, y)}
 
 
 def build_extractor(kind: str, train: ImageDataset, test: ImageDataset | None, *, inception_weights: str | None = None,

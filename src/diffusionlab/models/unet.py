@@ -10,6 +10,7 @@ of the last layer of every residual branch, label embedding added to the time em
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,23 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_
+
+
+def preferred_memory_format() -> torch.memory_format:
+    """channels_last where the oneDNN kernels are faster in it (AVX-512/AMX CPUs, GPUs), else the standard layout.
+
+    Measured (BENCHMARKS.md, "UNet vs diffusers UNet2DModel"): on an AVX-512/AMX Xeon channels_last made
+    the float32 UNet faster; on an AVX2-only EPYC it made both ours and diffusers' 10-20% slower.
+    DIFFUSIONLAB_MEMORY_FORMAT=channels_last|contiguous overrides the choice.
+    """
+    forced = os.environ.get("DIFFUSIONLAB_MEMORY_FORMAT")
+    if forced is not None:
+        if forced not in ("channels_last", "contiguous"):
+            raise ConfigError(f"DIFFUSIONLAB_MEMORY_FORMAT must be channels_last or contiguous, got {forced!r}")
+        return torch.channels_last if forced == "channels_last" else torch.contiguous_format
+    if torch.cuda.is_available() or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 @dataclass
@@ -146,12 +164,12 @@ class _Stage(nn.Module):
 class UNet(nn.Module):
     """Noise-prediction UNet `net(x, t, y=None)` of Ho et al. 2020 App. B with iDDPM refinements."""
 
-    # Activation/weight layout; channels_last measured faster on CPU (BENCHMARKS.md).
-    memory_format: torch.memory_format = torch.channels_last
-
-    def __init__(self, config: UNetConfig) -> None:
+    def __init__(self, config: UNetConfig, memory_format: torch.memory_format | None = None) -> None:
         super().__init__()
         self.config = config
+        # Activation/weight layout: a speed choice only (the numbers agree to float rounding), so it is not part
+        # of the config or the checkpoint. Default: `preferred_memory_format()`, measured per CPU (BENCHMARKS.md).
+        self.memory_format = memory_format or preferred_memory_format()
         c = config
         base = c.base_channels
         emb_dim = 4 * base  # Ho et al. 2020 / iDDPM: time-embedding width is 4x the base width
@@ -202,7 +220,6 @@ class UNet(nn.Module):
         self.out_norm = group_norm(ch, c.groups)
         self.out_conv = zero_(nn.Conv2d(ch, c.resolved_out_channels, 3, padding=1))
 
-        # channels_last is faster for the CPU conv/GroupNorm kernels (measured, see BENCHMARKS.md).
         self.to(memory_format=self.memory_format)
 
     def embed(self, t: Tensor, y: Tensor | None, batch: int) -> Tensor:

@@ -1,7 +1,6 @@
 """Generative processes: the forward corruption, its training loss and its variational bound."""
 
 from .continuous import ContinuousProcess
-from .discretize import DiscretizedProcess, discretize, schedule_from_path
 from .flow import FlowMatching, OTFlowPath
 from .gaussian import DiscreteVPPath, GaussianDiffusion, q_posterior, q_sample
 from .ncsn import NCSN
@@ -11,7 +10,7 @@ from .vlb import discretized_gaussian_log_likelihood, normal_kl, prior_kl, rever
 # Every training process: what the trainer, `runs.build_process` and `sampling.generate` accept.
 Process = GaussianDiffusion | ContinuousProcess
 
-__all__ = ["NCSN", "VESDE", "VPSDE", "ContinuousProcess", "DiscreteVPPath", "DiscretizedProcess", "FlowMatching",
-           "GaussianDiffusion", "OTFlowPath", "Process", "VESDEPath", "VPSDEPath", "discretize",
+__all__ = ["NCSN", "VESDE", "VPSDE", "ContinuousProcess", "DiscreteVPPath", "FlowMatching",
+           "GaussianDiffusion", "OTFlowPath", "Process", "VESDEPath", "VPSDEPath",
            "discretized_gaussian_log_likelihood", "normal_kl", "prior_kl", "q_posterior", "q_sample",
-           "reverse_log_variance", "schedule_from_path", "vlb_term"]
+           "reverse_log_variance", "vlb_term"]

@@ -36,21 +36,65 @@ def q_posterior(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor) -> 
 
 @dataclass(frozen=True)
 class DiscreteVPPath:
-    """The DDPM path seen by a Denoiser: alpha(t) = sqrt(abar_t), sigma(t) = sqrt(1 - abar_t), t in {0..T}."""
+    """The DDPM path seen by a Denoiser: alpha(t) = sqrt(abar_t), sigma(t) = sqrt(1 - abar_t), t in {0..T}.
+
+    Between the integer steps the path is continued as k-diffusion does for discrete models: the log
+    noise ratio log(sigma / alpha) is linear in t, so the continuous-time samplers can ask for any
+    sigma~ in [sigma~(1), sigma~(T)] and the network is told a fractional t.
+    """
 
     schedule: NoiseSchedule
 
+    @property
+    def t_noise(self) -> float:
+        return float(self.schedule.T)
+
+    @property
+    def t_data(self) -> float:
+        return 1.0
+
+    @property
+    def _log_ratio_table(self) -> Tensor:
+        """log(sigma_t / alpha_t) = 0.5 log((1 - abar_t) / abar_t) for t = 1..T, increasing."""
+        abar = self.schedule.alpha_bar[1:]
+        return 0.5 * (torch.log1p(-abar) - torch.log(abar))
+
+    def _rates(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha, sigma) at t: the schedule's own at integer steps, log(sigma / alpha) linear in t between them."""
+        abar = self.schedule.alpha_bar.to(t.device)[t.round().long()]
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        if bool((t == t.round()).all()):
+            return alpha, sigma
+        T, table = self.schedule.T, self._log_ratio_table.to(t.device)
+        tc = t.to(torch.float64).clamp(1, T)
+        lo = tc.floor().long().clamp(max=max(T - 1, 1))
+        log_r = torch.lerp(table[lo - 1], table[(lo + 1).clamp(max=T) - 1], tc - lo)
+        # alpha^2 + sigma^2 = 1 and sigma / alpha = r: alpha = 1 / sqrt(1 + r^2), sigma = r alpha.
+        alpha_i = torch.exp(-0.5 * torch.nn.functional.softplus(2 * log_r))
+        is_step = t == t.round()
+        return torch.where(is_step, alpha, alpha_i), torch.where(is_step, sigma, alpha_i * log_r.exp())
+
     def alpha(self, t: Tensor) -> Tensor:
-        return self.schedule.alpha_bar.to(t.device)[t.round().long()].sqrt()
+        return self._rates(t)[0]
 
     def sigma(self, t: Tensor) -> Tensor:
-        return (1 - self.schedule.alpha_bar.to(t.device)[t.round().long()]).sqrt()
+        return self._rates(t)[1]
 
     def d_alpha(self, t: Tensor) -> None:
         return None  # discrete time: no velocity parameterization
 
     def d_sigma(self, t: Tensor) -> None:
         return None
+
+    def t_from_ratio(self, r: Tensor) -> Tensor:
+        """The fractional step t with sigma(t) / alpha(t) = r: log r interpolated over t = 1..T (k-diffusion)."""
+        table = self._log_ratio_table.to(r.device)
+        if self.schedule.T == 1:
+            return torch.ones_like(r, dtype=torch.float64)
+        log_r = r.to(torch.float64).log()
+        i = torch.searchsorted(table, log_r).clamp(1, self.schedule.T - 1)  # table[i-1] <= log r <= table[i]
+        w = ((log_r - table[i - 1]) / (table[i] - table[i - 1])).clamp(0, 1)
+        return i + w  # table index i - 1 is step t = i
 
 
 class GaussianDiffusion:

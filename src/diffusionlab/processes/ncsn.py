@@ -39,8 +39,8 @@ class NCSN(ContinuousProcess):
 
     @property
     def default_steps(self) -> int:  # type: ignore[override]
-        """5 Langevin steps per level (Song & Ermon 2020 use few steps per level on a long ladder)."""
-        return 5 * self.num_levels
+        """The `langevin` sampler's N levels: the trained ladder itself."""
+        return self.num_levels
 
     @property
     def times(self) -> Tensor:

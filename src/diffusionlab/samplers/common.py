@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -16,13 +16,13 @@ StepCallback = Callable[[int, Tensor, Tensor], None]
 
 
 class NFECounter:
-    """Wraps a model and counts its network function evaluations."""
+    """Wraps a model (a `Model`, a `SigmaModel` or an ODE field f(x, t)) and counts its network function evaluations."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Callable[[Tensor, Tensor], Any]):
         self.model = model
         self.nfe = 0
 
-    def __call__(self, x: Tensor, t: Tensor) -> Prediction:
+    def __call__(self, x: Tensor, t: Tensor) -> Any:
         self.nfe += 1
         return self.model(x, t)
 
@@ -40,3 +40,13 @@ def predict(model: Model, x: Tensor, t: float, alpha_bar: Tensor, clip_x0: bool)
 def noop_callback(k: int, x: Tensor, x0_hat: Tensor) -> None:
     """The default StepCallback: do nothing."""
     return None
+
+
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """z ~ N(0, I) of x's shape and dtype, drawn on the CPU generator (the same numbers on every device)."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+def ve_score(x: Tensor, x0_hat: Tensor, sigma: Tensor) -> Tensor:
+    """grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2 in VE coordinates (Tweedie; Karras et al. 2022, eq. 3)."""
+    return (x0_hat - x) / sigma**2

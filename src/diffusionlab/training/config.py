@@ -239,7 +239,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # One preset per model family and data set: the digits / mnist recipe (network, optimiser, budget) with the
 # family's process. NOT tuned by measurement like `digits` and `mnist`: starting points for comparisons at an
-# equal training budget. The grids during training use DDIM on the path's discretisation (processes/discretize.py).
+# equal training budget. The training-time grids use DDIM on the path (sampling.path_schedule).
 FAMILY_PROCESSES: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {"flow": {}, "vpsde": {}, "vesde": {"sigma_max": 10.0}, "ncsn": {"sigma_max": 10.0, "num_levels": 22}},
     "mnist": {"flow": {}, "vpsde": {}, "vesde": {}, "ncsn": {}},

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data import ImageDataset, from_model_range, load_dataset, to_model_range
 from ..errors import ConfigError
-from ..processes import GaussianDiffusion, discretize
 from ..runs import build_network, build_process
 from ..sampling import generate
 from ..viz import plot_metrics, save_grid
@@ -116,15 +115,11 @@ def sample_grid(cfg: RunConfig, ema: EMA, shape: tuple[int, int, int], path: Pat
     preview.load_state_dict({k: v.detach().cpu() for k, v in ema.state_dict().items()})
     preview.eval()
     process = build_process(cfg.process)
-    denoiser = process.denoiser(preview)
     s = cfg.sample
-    if not isinstance(process, GaussianDiffusion) and s.sampler in ("ddpm", "ddim"):
-        # A continuous path reaches the discrete samplers as a K-step schedule built from it.
-        process = discretize(process.path, s.steps)
     y = None
     if cfg.model.get("num_classes"):
         y = torch.arange(s.n) % cfg.model["num_classes"]
-    result = generate(denoiser, process, shape, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
+    result = generate(process.denoiser(preview), process, shape, s.n, sampler=s.sampler, steps=s.steps, eta=s.eta,
                       clip_x0=s.clip_x0, seed=cfg.train.seed, y=y)
     return save_grid(from_model_range(result.images), path, nrow=int(math.ceil(math.sqrt(s.n))))
 

@@ -1,0 +1,86 @@
+"""The peer samplers: diffusers' schedulers driven by *our* trained network, so only the sampler differs.
+
+diffusers' DDPM-family schedulers index `alphas_cumprod[i]` for i = 0..999, which is our abar at step i + 1
+(our step 0 is the clean data), so the network is called at t = i + 1 and the scheduler is given our own
+betas (`trained_betas`), not a re-derived schedule. A learned-variance network's second half is dropped:
+these schedulers use the eps half only (the variance does not enter deterministic solvers).
+
+    python benchmarks/diffusers_samplers.py RUN_DIR --scheduler dpmsolver --steps 10 --n 500 --out FILE.npz
+
+Writes FILE.npz (`images`, uint8, as `diffusionlab sample` does) for `diffusionlab evaluate RUN --fid --samples FILE`.
+Benchmarks only; needs the `bench` extra (diffusers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusionlab.data import from_model_range
+from diffusionlab.runs import load_run
+from diffusionlab.training.determinism import generator
+
+SCHEDULERS = ("dpmsolver", "euler")
+
+
+def make_scheduler(name: str, betas: torch.Tensor):
+    """DPMSolverMultistepScheduler (DPM-Solver++(2M), diffusers' defaults) or EulerDiscreteScheduler on our betas."""
+    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    common = dict(num_train_timesteps=len(betas), trained_betas=betas.double().numpy(), prediction_type="epsilon")
+    if name == "dpmsolver":
+        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+    return EulerDiscreteScheduler(**common)
+
+
+@torch.no_grad()
+def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_size: int = 250) -> tuple[np.ndarray, int]:
+    """n samples in [0, 255] from the run's EMA network with diffusers' scheduler `name`; also the NFE per sample."""
+    run = load_run(run_dir)
+    betas = run.process.schedule.betas[1:].float()  # betas[0] is the padding of our step 0
+    shape = run.image_shape
+    learned = run.process.learned_variance
+    x_T = torch.randn((n, *shape), generator=generator(seed, 0))  # the same x_T as `diffusionlab sample`
+    out, nfe = [], 0
+    for start in range(0, n, batch_size):
+        sched = make_scheduler(name, betas)
+        sched.set_timesteps(steps)
+        x = x_T[start:start + batch_size] * sched.init_noise_sigma
+        nfe = 0
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(x, t)
+            eps = run.net(inp, torch.full((x.shape[0],), float(t) + 1.0))
+            if learned:
+                eps = eps.chunk(2, dim=1)[0]
+            x = sched.step(eps, t, x).prev_sample
+            nfe += 1
+        out.append(x.clamp(-1, 1))
+    u8 = from_model_range(torch.cat(out))
+    return (u8[:, 0].numpy() if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1).numpy()), nfe
+
+
+def main() -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--scheduler", choices=SCHEDULERS, required=True)
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    images, nfe = sample(args.run_dir, args.scheduler, args.steps, args.n, args.seed)
+    tmp = args.out.with_name(f".{args.out.stem}.tmp.npz")
+    np.savez_compressed(tmp, images=images, nfe=nfe)
+    os.replace(tmp, args.out)
+    print(f"{args.n} samples, diffusers {args.scheduler} {args.steps} steps, NFE {nfe}, {time.perf_counter() - t0:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Noise-level grids for the sigma-space samplers: sigma~_0 = sigma_max > ... > sigma~_{N-1} = sigma_min, then 0.
+
+sigma~ is the VE noise level sigma(t) / alpha(t) of any Gaussian path (Karras et al. 2022, Table 1). Every
+grid has N + 1 entries: N noise levels and the final 0, where the last step lands on the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+SPACINGS = ("karras", "loguniform")
+
+
+def _check(n: int, sigma_min: float, sigma_max: float) -> None:
+    if n < 1:
+        raise ConfigError(f"the number of steps must be >= 1, got {n}")
+    if not 0 < sigma_min <= sigma_max or not math.isfinite(sigma_max):
+        raise ConfigError(f"need 0 < sigma_min <= sigma_max < inf, got {sigma_min}, {sigma_max}")
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """EDM's spacing (Karras et al. 2022, eq. 5): sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho.
+
+    rho = 7 shortens the steps near sigma_min, where the truncation error of the ODE is largest (their Fig. 13).
+    """
+    _check(n, sigma_min, sigma_max)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+
+
+def loguniform_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """A geometric ladder from sigma_max to sigma_min (NCSN's noise levels, Song & Ermon 2019), then 0."""
+    _check(n, sigma_min, sigma_max)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    sigmas = torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max)))
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+
+
+def make_sigmas(spacing: str, n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """The grid called `spacing` ('karras' or 'loguniform')."""
+    if spacing == "karras":
+        return karras_sigmas(n, sigma_min, sigma_max)
+    if spacing == "loguniform":
+        return loguniform_sigmas(n, sigma_min, sigma_max)
+    raise ConfigError(f"unknown sigma spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
