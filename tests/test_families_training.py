@@ -63,6 +63,10 @@ def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, 
     printed = capsys.readouterr().out
     assert run.process.default_sampler in printed, printed
     assert np.load(out)["images"].shape == (8, 8, 8)
+    # The variational bound is DDPM's: a one-line error that points to the ODE NLL.
+    assert main(["evaluate", str(run_dir), "--nll", "--nll-n", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--nll --ode" in err and err.count("\n") == 1, err
 
 
 def test_cli_rejects_bad_method_settings_in_one_line(tmp_path: Path, capsys):

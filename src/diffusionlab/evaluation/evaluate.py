@@ -49,6 +49,9 @@ def nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int 
                variance: str | None = None, clip_x0: bool = True, batch_size: int = 256, seed: int = 0,
                progress: bool = False) -> dict[str, Any]:
     """The variational bound in bits/dim on the first n images of a split (a fixed, seeded subset)."""
+    if not hasattr(run.process, "schedule"):  # the bound sums DDPM's discrete KL terms (SPEC section 1)
+        raise ConfigError(f"the variational bound needs a discrete DDPM model; for method {run.process.method} "
+                          f"use --nll --ode (the probability-flow ODE NLL)")
     data, images, y = nll_images(run, split, n, seed)
     res = variational_bound(run.denoiser, run.process, images, steps=steps, spacing=spacing, variance=variance,
                             clip_x0=clip_x0, batch_size=batch_size, seed=seed, y=y, progress=progress)
