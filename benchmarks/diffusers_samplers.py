@@ -3,7 +3,9 @@
 diffusers' DDPM-family schedulers index `alphas_cumprod[i]` for i = 0..999, which is our abar at step i + 1
 (our step 0 is the clean data), so the network is called at t = i + 1 and the scheduler is given our own
 betas (`trained_betas`), not a re-derived schedule. A learned-variance network's second half is dropped:
-these schedulers use the eps half only (the variance does not enter deterministic solvers).
+these schedulers use the eps half only (the variance does not enter deterministic solvers). The eps handed to
+the scheduler is that of the x0 prediction clipped to [-1, 1], exactly as our samplers clip by default: without
+it, the cosine schedule's first steps (sqrt(abar) ~ 0.006) amplify the eps error into pure noise (FID ~4900).
 
     python benchmarks/diffusers_samplers.py RUN_DIR --scheduler dpmsolver --steps 10 --n 500 --out FILE.npz
 
@@ -39,7 +41,8 @@ def make_scheduler(name: str, betas: torch.Tensor):
 
 
 @torch.no_grad()
-def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_size: int = 250) -> tuple[np.ndarray, int]:
+def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_size: int = 250,
+           clip_x0: bool = True) -> tuple[np.ndarray, int]:
     """n samples in [0, 255] from the run's EMA network with diffusers' scheduler `name`; also the NFE per sample."""
     run = load_run(run_dir)
     betas = run.process.schedule.betas[1:].float()  # betas[0] is the padding of our step 0
@@ -52,11 +55,16 @@ def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_si
         sched.set_timesteps(steps)
         x = x_T[start:start + batch_size] * sched.init_noise_sigma
         nfe = 0
+        abar_all = run.process.schedule.alpha_bar.float()
         for t in sched.timesteps:
-            inp = sched.scale_model_input(x, t)
+            inp = sched.scale_model_input(x, t)  # x_t in variance-preserving coordinates
             eps = run.net(inp, torch.full((x.shape[0],), float(t) + 1.0))
             if learned:
                 eps = eps.chunk(2, dim=1)[0]
+            if clip_x0:  # the x0 clipping our samplers apply, so that only the solver differs
+                abar = abar_all[int(t) + 1]
+                x0 = ((inp - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+                eps = (inp - abar.sqrt() * x0) / (1 - abar).sqrt()
             x = sched.step(eps, t, x).prev_sample
             nfe += 1
         out.append(x.clamp(-1, 1))
