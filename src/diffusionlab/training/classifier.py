@@ -112,7 +112,7 @@ def train_classifier(train: ImageDataset, test: ImageDataset, schedule_name: str
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
     by_t = accuracy_by_t(net, test, schedule, n=eval_n, seed=seed)
     meta = {"config": cfg.to_dict(), "schedule": {"name": schedule_name, "T": T}, "dataset": train.name,
