@@ -212,3 +212,42 @@ class AnalyticNet:
         """Exact grad_x log q_t(x) at network time t."""
         a, b = self.rates(t, x)
         return self.data.score(x, a, b)
+
+
+class ConditionalAnalyticNet(AnalyticNet):
+    """The Bayes-optimal class-conditional network `net(x, t, y)` for a mixture whose components are the classes.
+
+    Label k < K gives component k's own optimal output (the data of class k is N(m_k, s_k^2 I)); the
+    null label K, or y = None, gives the whole mixture's: exactly what a network trained with label
+    dropout (Ho & Salimans 2022) converges to. `class_log_probs` is the exact noisy classifier
+    log p(y | x_t) = log r_y(x_t), the target of classifier guidance.
+    """
+
+    def __init__(self, data: GaussianMixture, schedule: NoiseSchedule, prediction: str | Parameterization = "eps"):
+        super().__init__(data, schedule, prediction)
+        self.components = [
+            AnalyticNet(GaussianMixture(torch.ones(1), data.means[k : k + 1], data.variances[k : k + 1]), schedule, prediction)
+            for k in range(data.n_components)
+        ]
+
+    @property
+    def null_label(self) -> int:
+        """The label meaning "no class": K."""
+        return self.data.n_components
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The optimal output for class y[i] at (x_t[i], t[i]) (the mixture's for the null label)."""
+        out = super().__call__(x, t)
+        if y is None:
+            return out
+        t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
+        for k, net in enumerate(self.components):
+            rows = (y == k).nonzero()[:, 0]
+            if len(rows):
+                out[rows] = net(x[rows], t[rows])
+        return out
+
+    def class_log_probs(self, x: Tensor, t: Tensor) -> Tensor:
+        """log p(k | x_t) = log r_k(x_t) for every class k, shape (B, K): the exact noisy classifier."""
+        a, b = self.rates(t, x)
+        return self.data._components(x, a, b)[2]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .cli_guidance import cmd_edit, cmd_inpaint, cmd_train_classifier, describe_guidance, guided_model
 from .errors import ConfigError, DiffusionLabError
 
 from .training.config import METHODS, PRESETS
@@ -167,10 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/SAMPLER-STEPS-seedS.npz)")
     s.add_argument("--trajectory", action="store_true", help="also write a GIF of the denoising")
-    s.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to [-1, 1]")
-    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    s.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
-    s.add_argument("--batch-size", type=_positive_int, default=256)
+    _add_model_flags(s)
+    _add_guidance_flags(s)
 
     e = sub.add_parser("evaluate", help="NLL bound (bits/dim) and FID/KID/precision/recall of a run or a samples file",
                        description="Evaluate a trained run (RUN_DIR) or a samples file (FILE.npz with --dataset).")
@@ -210,7 +209,83 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Classify 8x8 digit samples (a .npz from `sample`) with a classifier trained on the real digits.")
     c.add_argument("samples", metavar="FILE.npz")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_guidance_parsers(sub)
     return p
+
+
+def _class_id(s: str) -> int | str:
+    if s == "all":
+        return s
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class id (a whole number) or 'all', got {s!r}") from None
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--no-clip, --no-ema, --checkpoint, --batch-size: how a trained run is loaded and run."""
+    p.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to [-1, 1]")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+
+
+def _add_guidance_flags(p: argparse.ArgumentParser) -> None:
+    """--class, --guidance-scale, --classifier, --classifier-scale (SPEC.md section 4)."""
+    p.add_argument("--class", dest="class_id", type=_class_id, default=None, metavar="K|all",
+                   help="class to generate (all: classes 0, 1, 2, ... in turn); needs a class-conditional run or --classifier")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="S",
+                   help="classifier-free guidance eps_null + S (eps_c - eps_null): S = 1 (default) plain conditional, "
+                        "S = 0 unconditional, S > 1 stronger; costs two network passes per step")
+    p.add_argument("--classifier", metavar="DIR", help="noisy classifier from `train-classifier`, for classifier guidance")
+    p.add_argument("--classifier-scale", type=float, default=1.0, metavar="W",
+                   help="classifier guidance eps - W sigma_t grad log f(y | x_t) (default 1)")
+
+
+def _add_guidance_parsers(sub: Any) -> None:
+    """The train-classifier, inpaint and edit sub-commands."""
+    k = sub.add_parser("train-classifier", help="train a noise-aware classifier for classifier guidance",
+                       description="Train f_phi(y | x_t, t) on x_t = q_sample(x0, t, eps), t ~ U{1..T}, on the schedule of "
+                                   "RUN_DIR (and its dataset) or of --schedule/--timesteps with --dataset.")
+    k.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run whose dataset and schedule to use")
+    k.add_argument("--dataset", help="dataset source instead of a run (as in train --dataset)")
+    k.add_argument("--data-dir", help="directory of that dataset")
+    k.add_argument("--schedule", choices=("linear", "cosine"), default="cosine", help="with --dataset (default cosine)")
+    k.add_argument("--timesteps", type=_positive_int, default=1000, help="T, with --dataset (default 1000)")
+    k.add_argument("--out", required=True, metavar="DIR", help="folder for classifier.safetensors and classifier.json")
+    k.add_argument("--steps", type=_positive_int, default=1000, help="training steps (default 1000)")
+    k.add_argument("--batch-size", type=_positive_int, default=128)
+    k.add_argument("--lr", type=_positive_float, default=1e-3)
+    k.add_argument("--base-channels", type=_positive_int, default=32)
+    k.add_argument("--channel-mult", type=_int_list, default=None, help="width multipliers per level (default 1,2,2)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--eval-n", type=_positive_int, default=1000, help="test images per t bucket for the accuracy report")
+
+    def run_flags(p: argparse.ArgumentParser, default_sampler: str) -> None:
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("--image", required=True, metavar="FILE", help="PNG/JPEG, .npy, or a samples .npz (several images)")
+        p.add_argument("--n", type=_positive_int, default=8, help="outputs per input image (default 8)")
+        p.add_argument("--sampler", choices=("ddpm", "ddim"), default=default_sampler)
+        p.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
+        p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
+        p.add_argument("--variance", choices=("beta", "beta_tilde", "learned"), default=None, help="DDPM sigma_t^2")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/...)")
+        _add_model_flags(p)
+        _add_guidance_flags(p)
+
+    i = sub.add_parser("inpaint", help="fill the unknown pixels of an image (RePaint)",
+                       description="RePaint (Lugmayr et al. 2022): known pixels are re-imposed from the forward process "
+                                   "at every step; mask 1 = known, 0 = generate.")
+    run_flags(i, "ddpm")
+    i.add_argument("--mask", required=True, metavar="FILE", help="PNG (0/255) or .npy (0/1), HxW; 1 = known pixel")
+    i.add_argument("--resample", type=_positive_int, default=1, help="RePaint resamplings per jump point (default 1: off)")
+    i.add_argument("--jump", type=_positive_int, default=1, help="RePaint jump length in steps (default 1)")
+
+    d = sub.add_parser("edit", help="SDEdit: noise an image to t = s T and denoise it",
+                       description="SDEdit (Meng et al. 2022): strength 0 returns the input, 1 ignores it.")
+    run_flags(d, "ddim")
+    d.add_argument("--strength", type=float, required=True, metavar="S", help="s in [0, 1]: start the reverse process at t = s T")
 
 
 def _config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
@@ -289,14 +364,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--eta must be in [0, 1], got {args.eta}")
     run = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
     sampler, steps = _sampler_and_steps(args, run.process)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}.npz"
+    denoiser, y, tag = guided_model(run, args, args.n)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}{tag}.npz"
     if out.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out}")
     if not out.parent.is_dir():
         raise ConfigError(f"output folder does not exist: {out.parent}")
     t0 = time.perf_counter()
-    res = generate(run.denoiser, run.process, run.image_shape, args.n, sampler=sampler, steps=steps,
-                   variance=args.variance, clip_x0=not args.no_clip, seed=args.seed, batch_size=args.batch_size,
+    res = generate(denoiser, run.process, run.image_shape, args.n, sampler=sampler, steps=steps, variance=args.variance,
+                   clip_x0=not args.no_clip, seed=args.seed, y=y, batch_size=args.batch_size,
                    trajectory_frames=40 if args.trajectory else 0, progress=True, **_sampler_options(args))
     seconds = time.perf_counter() - t0
     u8 = from_model_range(res.images)  # (N, C, H, W)
@@ -307,6 +383,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     grid = save_grid(u8[:256], out.with_suffix(".png"))
     print(f"{args.n} samples, {sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
           f"(step {run.step} {'raw' if args.no_ema else 'EMA'} weights)")
+    if tag:
+        print(f"guidance: {describe_guidance(denoiser)}")
     print(f"samples: {out}")
     print(f"grid:    {grid}")
     if args.trajectory:
@@ -450,7 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "classify": cmd_classify}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "classify": cmd_classify,
+                "train-classifier": cmd_train_classifier, "inpaint": cmd_inpaint, "edit": cmd_edit}
     try:
         return handlers[args.command](args)
     except DiffusionLabError as e:

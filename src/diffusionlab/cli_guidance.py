@@ -1,0 +1,214 @@
+"""The guidance and conditioning commands of the CLI: train-classifier, inpaint, edit, and the guided model of `sample`.
+
+Heavy imports (torch, the models) happen inside the commands, so `diffusionlab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .denoiser import Denoiser
+    from .runs import LoadedRun
+
+
+def load_for_sampling(args: argparse.Namespace) -> tuple[LoadedRun, int]:
+    """The run of args.run_dir (EMA or raw weights) and the number of sampling steps, after checking --eta/--steps."""
+    from .runs import load_run
+
+    if not 0.0 <= args.eta <= 1.0:
+        raise ConfigError(f"--eta must be in [0, 1], got {args.eta}")
+    run = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
+    if not hasattr(run.process, "T"):  # RePaint and SDEdit walk the discrete DDPM chain
+        raise ConfigError(f"{args.command} needs a DDPM run (method ddpm), not method {run.config.process.method!r}")
+    steps = args.steps or (run.process.T if args.sampler == "ddpm" else min(50, run.process.T))
+    if steps > run.process.T:
+        raise ConfigError(f"--steps {steps} is more than the model's T = {run.process.T}")
+    return run, steps
+
+
+def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Denoiser, torch.Tensor | None, str]:
+    """The run's denoiser wrapped for --class/--guidance-scale/--classifier, the labels y (n,), and a file-name tag."""
+    import torch
+
+    from .guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels
+    from .training.classifier import guidance_classifier, load_classifier
+
+    num_classes = run.config.model.get("num_classes")
+    cls, S, W = args.class_id, args.guidance_scale, args.classifier_scale
+    if cls is None:
+        if S is not None or args.classifier:
+            raise ConfigError("--guidance-scale and --classifier need --class K (or --class all)")
+        return run.denoiser, None, ""
+    for flag, v in (("--guidance-scale", S), ("--classifier-scale", W)):
+        if v is not None and not (v >= 0 and v < float("inf")):
+            raise ConfigError(f"{flag} must be a number >= 0, got {v}")
+    classifier = load_classifier(Path(args.classifier)) if args.classifier else None
+    if num_classes is None and classifier is None:
+        raise ConfigError("this run is unconditional (trained without --class-conditional): --class needs a "
+                          "class-conditional run or --classifier")
+    k = num_classes if num_classes is not None else classifier.net.config.num_classes  # type: ignore[union-attr]
+    y = torch.arange(n) % k if cls == "all" else torch.full((n,), int(cls), dtype=torch.long)
+    check_labels(y, k)
+    model, tag = run.denoiser, f"-class{cls}"
+    if num_classes is not None:
+        S = 1.0 if S is None else S
+        model, tag = ClassifierFreeGuidance(model, S, null_label=num_classes), f"{tag}-cfg{S:g}"
+    elif S is not None:
+        raise ConfigError("--guidance-scale needs a class-conditional run (this one is unconditional)")
+    if classifier is not None:
+        fn = guidance_classifier(classifier, run.config.process.schedule, run.process.T, num_classes, run.image_shape)
+        model, tag = ClassifierGuidance(model, fn, W, pass_label=num_classes is not None), f"{tag}-clf{W:g}"
+    return model, y, tag
+
+
+def describe_guidance(model: Denoiser) -> str:
+    """One line saying which guidance a model applies and what one NFE costs."""
+    from .guidance import ClassifierFreeGuidance, ClassifierGuidance
+
+    parts = []
+    while isinstance(model, (ClassifierFreeGuidance, ClassifierGuidance)):
+        if isinstance(model, ClassifierGuidance):
+            parts.append(f"classifier scale W = {model.classifier_scale:g} (+1 classifier gradient per NFE)")
+        else:
+            S = model.guidance_scale
+            cost = "1 network pass" if S in (0.0, 1.0) else "2 network passes, batched"
+            parts.append(f"classifier-free scale S = {S:g} ({cost} per NFE)")
+        model = model.model
+    return "; ".join(reversed(parts))
+
+
+def npz_out(out: Path) -> Path:
+    """Check an output .npz path (suffix, existing folder)."""
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out must end in .npz, got {out}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder does not exist: {out.parent}")
+    return out
+
+
+def write_images(images: torch.Tensor, out: Path, grid_images: torch.Tensor | None = None, nrow: int | None = None) -> Path:
+    """Write uint8 images (N, C, H, W) to `out` (.npz, key images, as `sample` does) and a PNG grid beside it."""
+    import numpy as np
+
+    from .viz import save_grid
+
+    arr = images[:, 0].numpy() if images.shape[1] == 1 else images.permute(0, 2, 3, 1).numpy()
+    tmp = out.with_name(f".{out.stem}.tmp.npz")
+    np.savez_compressed(tmp, images=arr)
+    os.replace(tmp, out)
+    return save_grid((images if grid_images is None else grid_images)[:256], out.with_suffix(".png"), nrow=nrow)
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    """`diffusionlab train-classifier`."""
+    from .data import load_dataset
+    from .training.classifier import train_classifier
+
+    if (args.run_dir is None) == (args.dataset is None):
+        raise ConfigError("give a RUN_DIR (its dataset and schedule) or --dataset, not both or neither")
+    if args.run_dir is not None:
+        from .runs import read_run_config
+
+        cfg = read_run_config(Path(args.run_dir))
+        d = cfg.data
+        source, data_dir, size, channels = d.source, d.data_dir, d.image_size, d.channels
+        schedule, T = cfg.process.schedule, cfg.process.T
+        origin = {"run_dir": str(args.run_dir)}
+    else:
+        source, data_dir, size, channels = args.dataset, args.data_dir, None, None
+        schedule, T = args.schedule, args.timesteps
+        origin = {"dataset": args.dataset, "data_dir": args.data_dir}
+    train = load_dataset(source, data_dir, "train", size, channels)
+    test = load_dataset(source, data_dir, "test", size, channels)
+    config: dict[str, Any] = {"base_channels": args.base_channels}
+    if args.channel_mult:
+        config["channel_mult"] = args.channel_mult
+    print(f"training a noisy classifier on {train.name} ({len(train)} images), {schedule} schedule T = {T}, "
+          f"{args.steps} steps -> {args.out}", flush=True)
+    meta = train_classifier(train, test, schedule, T, Path(args.out), config=config, steps=args.steps,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_n=args.eval_n,
+                            progress=True, source=origin)
+    print(f"done: loss {meta['final_loss']:.4f}, {meta['train_seconds'] / 60:.1f} min")
+    print(f"test accuracy on x_t by t ({test.name}, {args.eval_n} images per bucket):")
+    for r in meta["accuracy_by_t"]:
+        print(f"  t {r['t_from']:>5}-{r['t_to']:<5} {100 * r['accuracy']:5.1f}%")
+    print(f"  mean {100 * meta['accuracy_mean']:.1f}%")
+    print(f"classifier: {Path(args.out)}")
+    return 0
+
+
+def _conditioning(args: argparse.Namespace, kind: str) -> int:
+    """inpaint / edit: load the run and the images, run RePaint or SDEdit in batches, write .npz + grid."""
+    import torch
+
+    from .data import from_model_range, to_model_range
+    from .editing import sdedit, start_step
+    from .image_files import load_images, load_mask
+    from .inpainting import sample_inpaint
+    from .samplers import NFECounter
+    from .sampling import sampling_schedule
+    from .training.determinism import generator
+
+    run, steps = load_for_sampling(args)
+    schedule = sampling_schedule(run.process, steps)
+    images = load_images(args.image, run.image_shape)
+    mask = load_mask(args.mask, run.image_shape) if kind == "inpaint" else None
+    if kind == "edit":
+        start_step(schedule, args.strength)  # validate before any work
+    total = len(images) * args.n
+    model, y, tag = guided_model(run, args, total)
+    what = f"{kind}-{args.sampler}-{steps}-seed{args.seed}" + (f"-s{args.strength:g}" if kind == "edit" else "")
+    out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{what}{tag}.npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    x_in = to_model_range(images).repeat_interleave(args.n, 0)
+    variance = args.variance or run.process.variance
+    results, nfe, t0 = [], 0, time.perf_counter()
+    for b, start in enumerate(range(0, total, args.batch_size)):
+        xb = x_in[start : start + args.batch_size]
+        counter = NFECounter(model.vp(None if y is None else y[start : start + args.batch_size]))
+        g = generator(args.seed, 1, b)
+        if kind == "inpaint":
+            x_T = torch.randn(xb.shape, generator=generator(args.seed, 0, b))
+            xb = sample_inpaint(counter, x_T, schedule, xb, mask, sampler=args.sampler, variance=variance, eta=args.eta,
+                                resample=args.resample, jump=args.jump, clip_x0=not args.no_clip, generator=g)
+        else:
+            xb = sdedit(counter, xb, schedule, args.strength, sampler=args.sampler, eta=args.eta, variance=variance,
+                        clip_x0=not args.no_clip, generator=g)
+        results.append(from_model_range(xb.clamp(-1, 1)))
+        nfe = max(nfe, counter.nfe)
+    u8 = torch.cat(results)
+    # The grid: each input (for inpainting, unknown pixels shown mid-grey) followed by its n outputs.
+    shown = images if mask is None else (images * mask + 128 * (1 - mask)).to(torch.uint8)
+    rows = torch.cat([torch.cat([shown[i : i + 1], u8[i * args.n : (i + 1) * args.n]]) for i in range(len(images))])
+    grid = write_images(u8, out, rows, nrow=args.n + 1)
+    print(f"{total} outputs ({len(images)} input(s) x {args.n}), {kind} with {args.sampler} {steps} steps, NFE {nfe} "
+          f"per output, {time.perf_counter() - t0:.1f} s (step {run.step} {'raw' if args.no_ema else 'EMA'} weights)")
+    if tag:
+        print(f"guidance: {describe_guidance(model)}")
+    print(f"outputs: {out}")
+    print(f"grid:    {grid}  (each row: the input, then its outputs)")
+    return 0
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    """`diffusionlab inpaint`."""
+    return _conditioning(args, "inpaint")
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """`diffusionlab edit`."""
+    return _conditioning(args, "edit")
+
+
+__all__ = ["cmd_edit", "cmd_inpaint", "cmd_train_classifier", "describe_guidance", "guided_model", "load_for_sampling",
+           "npz_out", "write_images"]

@@ -1,0 +1,88 @@
+"""Input images and inpainting masks from files, checked against the model's image shape (one-line errors).
+
+Images: a PNG/JPEG/BMP file (one image), a .npy array ((H, W), (H, W, C), (N, H, W) or (N, H, W, C)),
+or a samples .npz from `diffusionlab sample` (its `images` array). Masks: 1 = known pixel (kept), 0 =
+unknown (generated); a PNG of 0 and 255 (or 0 and 1), or a .npy of 0/1 (or booleans), of shape (H, W) or
+with the image's channels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from .data.npz import to_nchw, to_uint8
+from .errors import ConfigError, DataError
+from .evaluation.digits import load_npz_images
+
+PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _read_array(path: Path, what: str, channels: int) -> np.ndarray:
+    """The raw array of an image/mask file: (H, W, C) or (N, H, W[, C]) as stored."""
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in PICTURES:
+            with Image.open(path) as img:
+                return np.asarray(img.convert("L" if channels == 1 else "RGB"))
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ConfigError(f"{what} file {path} is not readable ({str(e).splitlines()[0][:100]})") from None
+    if suffix == ".npz" and what == "image":
+        return load_npz_images(path)
+    raise ConfigError(f"{what} file {path} must be {', '.join(PICTURES)} or .npy" + (" or .npz" if what == "image" else ""))
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def load_images(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
+    """uint8 images (N, C, H, W) from `path`; they must have the model's (C, H, W)."""
+    path = Path(path)
+    c, h, w = shape
+    arr = _read_array(path, "image", c)
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[:2] == (h, w)):
+        arr = arr[None]  # one image
+    try:
+        arr = to_uint8(to_nchw(arr, path), path)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    if arr.shape[1] != c and arr.shape[1] == 3 and c == 1:
+        raise ConfigError(f"image {path} is RGB, the model makes grayscale images")
+    if tuple(arr.shape[1:]) != shape:
+        raise ConfigError(f"image {path} is {_fmt(arr.shape[1:])} (CxHxW), the model makes {_fmt(shape)}")
+    return torch.from_numpy(np.array(arr))  # a writable copy
+
+
+def load_mask(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
+    """A binary float mask (1 | C, H, W) from `path`, 1 = known; wrong shapes and non-binary values are errors."""
+    path = Path(path)
+    c, h, w = shape
+    arr = _read_array(path, "mask", 1)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == c and arr.shape[:2] == (h, w) and arr.shape[0] != c:
+        arr = arr.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (h, w) or arr.shape[0] not in (1, c):
+        raise ConfigError(f"mask {path} has shape {_fmt(arr.shape)}, the image is {_fmt(shape)} (CxHxW): "
+                          f"give an {h}x{w} mask")
+    values = np.unique(arr)
+    top = 255 if path.suffix.lower() in PICTURES and values.max(initial=0) > 1 else 1
+    if not set(values.tolist()) <= {0, top}:
+        odd = [v for v in values.tolist() if v not in (0, top)][:3]
+        raise ConfigError(f"mask {path} must be binary ({'0/255' if top == 255 else '0/1'}: 1 = known, 0 = generate); "
+                          f"found values {', '.join(f'{v:g}' for v in odd)}")
+    return torch.from_numpy((arr == top).astype(np.float32))
+
+
+__all__ = ["load_images", "load_mask"]
