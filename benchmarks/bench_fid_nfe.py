@@ -135,12 +135,17 @@ def main() -> None:
         fid, lab, nfe = min(ours10)
         goals.append(f"- Best of ours at <= 10 NFE: {lab} at {nfe} NFE, FID {fid:.2f} vs DDPM-1000 {ddpm[0]:.2f} "
                      f"({100 * (fid / ddpm[0] - 1):+.1f}%; goal: within +10%).")
+    same = {"diffusers DPMSolverMultistep": "DPM-Solver++(2M)", "diffusers EulerDiscrete": "Euler, PF-ODE"}
     for lab, nfe, q in results:
         if lab.startswith("diffusers"):
+            twin = [q2["fid"] for l2, n2, q2 in results if n2 == nfe and l2 == same[lab]]
             mine = [(q2["fid"], l2) for l2, n2, q2 in results if n2 == nfe and not l2.startswith("diffusers")]
+            if twin:  # the same algorithm on both sides: only the implementation (and its sigma grid) differs
+                goals.append(f"- {nfe} NFE, same algorithm: ours {same[lab]} FID {twin[0]:.2f} vs {lab} {q['fid']:.2f} "
+                             f"({twin[0] / q['fid']:.2f}x; {'no worse' if twin[0] <= q['fid'] else 'worse'}).")
             if mine:
                 fid, l2 = min(mine)
-                goals.append(f"- {nfe} NFE: ours best {l2} FID {fid:.2f} vs {lab} {q['fid']:.2f} "
+                goals.append(f"- {nfe} NFE, our best sampler: {l2} FID {fid:.2f} vs {lab} {q['fid']:.2f} "
                              f"({'no worse' if fid <= q['fid'] else 'worse'}).")
     plot(results, ROOT / "docs" / "fid_nfe.png")
     step = int(sorted((run / "checkpoints").iterdir())[-1].name.split("_")[1])
