@@ -11,6 +11,7 @@ alpha'(t) x0 + sigma'(t) eps). Naming: x0 is the data and eps the noise, as in t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from ..denoiser import Denoiser, GaussianPath, Network, expand_like
 from ..parameterization import Parameterization, Prediction, from_prediction
 
 
-class ContinuousProcess:
+class ContinuousProcess(ABC):
     """Regression of a network output of meaning `parameterization` on a continuous Gaussian `path`."""
 
     method: str = ""  # the config name (process.method)
@@ -36,9 +37,9 @@ class ContinuousProcess:
         """Network output channels for images with `channels` channels."""
         return channels
 
+    @abstractmethod
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable settings (the process section of config.json)."""
-        raise NotImplementedError
+        """JSON-serialisable settings (the process section of config.json); each family names its own."""
 
     def draw_t(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n training times, uniform on [t_data, t_noise] (float64)."""
