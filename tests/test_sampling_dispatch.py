@@ -86,12 +86,20 @@ def test_seeded_batches_and_trajectories() -> None:
     """Same seed, same images (stochastic samplers included); a trajectory records the frames asked for."""
     process = flow_process()
     den = process.denoiser(PathNet(MIX, process.path, "velocity"))
-    for sampler in ["sde", "heun", "ode-rk4"]:
+    for sampler in ["sde", "heun", "ode-rk4", "ddim"]:
         a = generate(den, process, SHAPE, 64, sampler=sampler, steps=8, seed=3, batch_size=16, trajectory_frames=4)
         b = generate(den, process, SHAPE, 64, sampler=sampler, steps=8, seed=3, batch_size=16)
         c = generate(den, process, SHAPE, 64, sampler=sampler, steps=8, seed=4, batch_size=16)
         assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
         assert len(a.trajectory_xt) == 4 and a.trajectory_xt[0].shape == (16, *SHAPE)
+        # Frame labels say where each frame is: sigma falling to 0 in sigma space, flow time rising to the data end.
+        name, values = zip(*(label.split("=") for label in a.trajectory_labels))
+        values = [float(v) for v in values]
+        if sampler in ("sde", "heun"):
+            assert set(name) == {"sigma"} and values == sorted(values, reverse=True) and values[-1] == 0.0, a.trajectory_labels
+        else:
+            assert set(name) == {"t"} and values == sorted(values) and len(set(values)) == 4, a.trajectory_labels
+            assert values[-1] == pytest.approx(1.0, abs=1e-3) and values[0] < 0.5, a.trajectory_labels
 
 
 def test_path_schedule_is_the_vp_view_of_a_continuous_path() -> None:

@@ -390,7 +390,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.trajectory:
         gif = save_trajectory_gif([from_model_range(x) for x in res.trajectory_xt],
                                   [from_model_range(x) for x in res.trajectory_x0],
-                                  res.trajectory_steps, out.with_suffix(".gif"))
+                                  res.trajectory_labels, out.with_suffix(".gif"))
         print(f"trajectory: {gif}")
     return 0
 

@@ -99,7 +99,7 @@ class SampleResult:
 
     images: Tensor
     nfe: int
-    trajectory_steps: list[int] = field(default_factory=list)
+    trajectory_labels: list[str] = field(default_factory=list)  # where each frame is: 't=742', 't=0.350', 'sigma=3.2'
     trajectory_xt: list[Tensor] = field(default_factory=list)
     trajectory_x0: list[Tensor] = field(default_factory=list)
 
@@ -182,13 +182,17 @@ def generate(
         def record(k: int, x_k: Tensor, x0_hat: Tensor | None = None, first: bool = b == 0) -> None:
             if not (first and k in frame_steps):
                 return
-            if schedule is not None:
-                label = int(schedule.timesteps[k - 1])
-            else:  # show x~ at the VP scale x~ / sqrt(1 + sigma~^2), which stays within the data range
-                label = k - 1
-                if sigmas is not None:
-                    x_k = x_k / math.sqrt(1 + float(sigmas[n_steps - k + 1]) ** 2)
-            result.trajectory_steps.append(label)
+            if schedule is not None:  # integer timesteps of a discrete DDPM, continuous times of a path
+                t_k = float(schedule.timesteps[k - 1])
+                label = f"t={int(t_k)}" if discrete else f"t={t_k:.3f}"
+            elif sigmas is not None:  # x after the step sits at sigmas[i + 1], i = n_steps - k
+                sigma_k = float(sigmas[n_steps - k + 1])
+                label = f"sigma={sigma_k:.3g}"
+                # show x~ at the VP scale x~ / sqrt(1 + sigma~^2), which stays within the data range
+                x_k = x_k / math.sqrt(1 + sigma_k**2)
+            else:
+                label = f"t={float(ts[n_steps - k + 1]):.3f}"
+            result.trajectory_labels.append(label)
             result.trajectory_xt.append(x_k[:16].detach().cpu().clamp(-1, 1))
             result.trajectory_x0.append((x_k if x0_hat is None else x0_hat)[:16].detach().cpu().clamp(-1, 1))
 

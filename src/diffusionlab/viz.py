@@ -53,19 +53,19 @@ def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None) 
 
 
 def save_trajectory_gif(
-    frames_xt: Sequence[Tensor], frames_x0: Sequence[Tensor], steps: Sequence[int], path: str | os.PathLike, fps: int = 12
+    frames_xt: Sequence[Tensor], frames_x0: Sequence[Tensor], labels: Sequence[str], path: str | os.PathLike, fps: int = 12
 ) -> Path:
-    """Animate denoising: each frame shows the grid of x_t (left) and of the x0 prediction (right) at step t."""
+    """Animate denoising: each frame shows the grid of x_t (left) and of the x0 prediction (right), titled by its label."""
     path = Path(path)
     pil_frames = []
-    for xt, x0, t in zip(frames_xt, frames_x0, steps):
+    for xt, x0, label in zip(frames_xt, frames_x0, labels):
         left, right = grid_array(xt), grid_array(x0)
         h, w, c = left.shape
         canvas = np.full((h + 14, 2 * w + 6, c), 255, dtype=np.uint8)
         canvas[14:, :w], canvas[14:, w + 6 :] = left, right
         img = _to_pil(canvas).convert("RGB")
         draw = ImageDraw.Draw(img)
-        draw.text((2, 1), f"x_t  (t={t})", fill=(0, 0, 0))
+        draw.text((2, 1), f"x_t  ({label})", fill=(0, 0, 0))
         draw.text((w + 8, 1), "x0 prediction", fill=(0, 0, 0))
         pil_frames.append(img)
     pil_frames += [pil_frames[-1]] * fps  # hold the final samples for a second
