@@ -25,11 +25,10 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cli, machine, publish  # noqa: E402
+from report import ROOT, cli, machine, publish, score_row  # noqa: E402
 
 HEADING = "## FID against NFE (one checkpoint)"
 
@@ -103,20 +102,19 @@ def main() -> None:
     results = []
     for label, sampler, steps, eta in SETTINGS:
         key = f"{sampler}-{steps}-eta{eta:g}"
-        path = out_dir / f"{key}-n{args.n}.json"
         if args.only and key not in args.only.split(","):
             continue
-        if not path.exists() and args.no_run:
-            continue
-        if not path.exists():  # resumable: a finished setting is not recomputed
-            t0 = time.perf_counter()
-            if sampler.startswith("diffusers-"):
+        if sampler.startswith("diffusers-"):
+            path = out_dir / f"{key}-n{args.n}.json"
+            if not path.exists() and args.no_run:
+                continue
+            if not path.exists():
                 evaluate_diffusers(run, sampler, steps, args.n, path, args.threads)
-            else:
-                cli("evaluate", str(run), "--fid", "--n", str(args.n), "--sampler", sampler, "--steps", str(steps),
-                    "--eta", str(eta), "--json", str(path), threads=args.threads)
-            print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
-        rep = json.loads(path.read_text())
+            rep = json.loads(path.read_text())
+        else:
+            rep = score_row(run, sampler, steps, eta, args.n, args.threads, run_missing=not args.no_run)
+            if rep is None:
+                continue
         results.append((label, rep["sampling"]["nfe"], rep["quality"]))
     if not results:
         sys.exit("nothing to report")

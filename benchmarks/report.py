@@ -55,6 +55,24 @@ def cli(*args: str, threads: int | None = None) -> str:
     return proc.stdout
 
 
+def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: int | None, *,
+              run_missing: bool = True) -> dict | None:
+    """`evaluate --fid` of one sampler setting, cached as RUN/eval/fid_nfe/KEY-nN.json (None if missing and not run)."""
+    import json
+    import time
+
+    path = run / "eval" / "fid_nfe" / f"{sampler}-{steps}-eta{eta:g}-n{n}.json"
+    if not path.exists():  # resumable: a finished setting is not recomputed
+        if not run_missing:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        cli("evaluate", str(run), "--fid", "--n", str(n), "--sampler", sampler, "--steps", str(steps),
+            "--eta", str(eta), "--json", str(path), threads=threads)
+        print(f"{run.name} {path.stem}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return json.loads(path.read_text())
+
+
 def publish(heading: str, body: str, write: bool) -> None:
     """Print a benchmark's section and, with --write, put it into BENCHMARKS.md."""
     print(body)
