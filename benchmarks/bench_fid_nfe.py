@@ -70,15 +70,17 @@ def plot(results: list[tuple[str, int, dict]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in dict.fromkeys(r[0] for r in results):
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab20").colors
+    for i, label in enumerate(dict.fromkeys(r[0] for r in results)):
         pts = sorted((nfe, q["fid"]) for lab, nfe, q in results if lab == label)
         style = "--" if label.startswith("diffusers") else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", color=colors[2 * i % 20 + i // 10], label=label)
     ax.axhline(results[0][2]["floor"]["fid"], color="grey", lw=0.8, label="real-data floor")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # FIDs span 16 (floor) to thousands
     ax.set_xlabel("NFE per sample")
-    ax.set_ylabel("FID (domain extractor)")
+    ax.set_ylabel("FID (domain extractor, log scale)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
