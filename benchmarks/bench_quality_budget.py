@@ -40,6 +40,13 @@ def evaluate(npz: Path, data_dir: str) -> dict:
     return json.loads(out.read_text())["quality"]
 
 
+def row_of(name: str, steps: int, secs: float, q: dict) -> str:
+    """One table row: steps, training minutes and the quality metrics."""
+    is_ = f"{q['inception_score'][0]:.2f}" if q.get("inception_score") else "-"
+    return (f"| {name} | {steps} | {secs / 60:.1f} | {q['fid']:.2f} | {q['kid_mean']:.4f} | {q['precision']:.3f} | "
+            f"{q['recall']:.3f} | {is_} |")
+
+
 def main() -> None:
     """Train both for --minutes side by side, sample, score, and optionally write BENCHMARKS.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,6 +55,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="samples per model")
     ap.add_argument("--out", required=True)
     ap.add_argument("--skip-train", action="store_true", help="reuse the runs already in --out")
+    ap.add_argument("--engine-row", action="store_true",
+                    help="also train diffusers' UNet2DModel under our recipe's lr 1e-3 and cosine schedule (one thread, "
+                         "--minutes) unless DIR/diffusers_our_recipe exists, to separate the recipe from the engine")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
@@ -70,16 +80,22 @@ def main() -> None:
         subprocess.run([*CLI, "sample", str(ours_run), "--n", str(args.n), "--sampler", "ddim", "--steps", "50",
                         "--out", str(ours_npz)], check=True, env=env)
         (out / "ours_sample_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}")
+    engine_dir = out / "diffusers_our_recipe"
+    if args.engine_row and not (engine_dir / "metrics.json").exists():
+        with open(out / "diffusers_our_recipe.log", "w") as log:
+            subprocess.run([sys.executable, str(HERE / "diffusers_recipe.py"), "--data-dir", args.data_dir, "--minutes",
+                            str(args.minutes), "--n", str(args.n), "--lr", "1e-3", "--beta-schedule", "squaredcos_cap_v2",
+                            "--out", str(engine_dir)], stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
     ours_q, theirs_q = evaluate(ours_npz, args.data_dir), evaluate(theirs_dir / "samples.npz", args.data_dir)
+    engine_row = ""
+    if (engine_dir / "metrics.json").exists():
+        engine_m = json.loads((engine_dir / "metrics.json").read_text())
+        engine_row = "\n" + row_of("diffusers engine under our recipe's lr 1e-3 and cosine schedule (fixed variance, L_simple)",
+                                   engine_m["steps"], engine_m["train_seconds"], evaluate(engine_dir / "samples.npz", args.data_dir))
     ours_state = json.loads(sorted((ours_run / "checkpoints").iterdir())[-1].joinpath("state.json").read_text())
     ours_cfg = json.loads((ours_run / "config.json").read_text())
     theirs_m = json.loads((theirs_dir / "metrics.json").read_text())
     ours_steps = int(sorted((ours_run / "checkpoints").iterdir())[-1].name.split("_")[1])
-
-    def row(name: str, steps: int, secs: float, q: dict) -> str:
-        is_ = f"{q['inception_score'][0]:.2f}" if q.get("inception_score") else "-"
-        return (f"| {name} | {steps} | {secs / 60:.1f} | {q['fid']:.2f} | {q['kid_mean']:.4f} | {q['precision']:.3f} | "
-                f"{q['recall']:.3f} | {is_} |")
 
     proc = ours_cfg["process"]
     from diffusionlab.runs import load_run
@@ -96,9 +112,9 @@ FILE.npz --fid` against {ours_q['n_real']} MNIST test images with `{ours_q['extr
 
 | model | steps | train min | FID | KID | precision | recall | IS |
 |---|---|---|---|---|---|---|---|
-{row(f"diffusionlab `mnist` preset ({proc['schedule']}, {proc['loss']} loss, {proc['variance']} variance)", ours_steps, ours_state['elapsed_seconds'], ours_q)}
-{row("diffusers recipe (UNet2DModel + DDPMScheduler, linear, lr 1e-4)", theirs_m['steps'], theirs_m['train_seconds'], theirs_q)}
-{row("real data floor (train vs test)", 0, 0, ours_q['floor'])}
+{row_of(f"diffusionlab `mnist` preset ({proc['schedule']}, {proc['loss']} loss, {proc['variance']} variance)", ours_steps, ours_state['elapsed_seconds'], ours_q)}
+{row_of("diffusers recipe (UNet2DModel + DDPMScheduler, linear, lr 1e-4)", theirs_m['steps'], theirs_m['train_seconds'], theirs_q)}{engine_row}
+{row_of("real data floor (train vs test)", 0, 0, ours_q['floor'])}
 
 FID ratio diffusers / ours: **{theirs_q['fid'] / ours_q['fid']:.2f}x** (goal: at least 2x).
 """
