@@ -71,8 +71,10 @@ def main() -> None:
             sys.exit(f"{run}: newest checkpoint is step {step}, not {args.steps}")
         budget[family] = (cfg, state)
     (cd, _), (cf, _) = budget["ddpm"], budget["flow"]
-    same_net = {k: v for k, v in cd["model"].items() if k != "out_channels"} == \
-        {k: v for k, v in cf["model"].items() if k != "out_channels"}
+    # The DDPM network also emits its learned variance (out_channels), and a continuous-time model scales t in [0, 1]
+    # by time_scale = 1000 before the embedding that a DDPM model feeds integer t: the same embedding range.
+    free = {"out_channels", "time_scale"}
+    same_net = {k: v for k, v in cd["model"].items() if k not in free} == {k: v for k, v in cf["model"].items() if k not in free}
     same_train = all(cd["train"][k] == cf["train"][k] for k in ("batch_size", "lr", "warmup_steps", "ema_decay", "seed"))
     if not (same_net and same_train):
         sys.exit("the two runs differ in network or training settings: not an equal budget")

@@ -96,3 +96,22 @@ def test_decreasing_grid_integrates_backwards() -> None:
         solve_ode(field(MIX), x0, torch.linspace(0, 1, 3), "rk45")
     with pytest.raises(ConfigError):
         solve_ode(field(MIX), x0, torch.tensor([0.0]), "rk4")
+
+
+@pytest.mark.parametrize("method", [*ORDER, "adaptive"])
+def test_sampling_keeps_no_autograd_graph(method: str) -> None:
+    """A network field with trainable weights: the solution carries no graph (one across 50 steps of an MNIST UNet
+    at batch 200 held 23 GB and was killed), while the ODE likelihood can still turn grad on inside its field."""
+    net = torch.nn.Linear(2, 2).double()
+    x = solve_ode(lambda x, t: net(x), z(8, seed=4), torch.linspace(0, 1, 6, dtype=F64), method)
+    assert not x.requires_grad and x.grad_fn is None
+
+    def divergence_field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            out = net(x_in)
+            (g,) = torch.autograd.grad(out.sum(), x_in)
+        return g.detach()  # the Jacobian's column sums: computable only with grad on
+
+    y = solve_ode(divergence_field, z(8, seed=5), torch.linspace(0, 1, 3, dtype=F64), method)
+    assert torch.allclose(y - z(8, seed=5), net.weight.sum(0).detach().expand(8, 2), atol=1e-6)

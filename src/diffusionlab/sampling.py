@@ -104,6 +104,7 @@ class SampleResult:
     trajectory_x0: list[Tensor] = field(default_factory=list)
 
 
+@torch.no_grad()  # no autograd graph across steps (classifier guidance turns grad on for its own gradient)
 def generate(
     denoiser: Denoiser,
     process: Any,

@@ -58,6 +58,7 @@ def solve_ode_adaptive(f: ODEField, x: Tensor, t0: float, t1: float, *, rtol: fl
     return torch.from_numpy(sol.y[:, -1]).reshape(shape).to(device=device, dtype=dtype)
 
 
+@torch.no_grad()  # sampling keeps no autograd graph; the ODE likelihood's field turns grad on inside for its divergence
 def solve_ode(f: ODEField, x: Tensor, ts: Tensor, method: str = "rk4", *, rtol: float = 1e-5, atol: float = 1e-5,
               callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
     """Integrate dx/dt = f(x, t) from ts[0] to ts[-1]: fixed steps on the grid, or `adaptive` between its ends."""
