@@ -48,6 +48,32 @@ def ensure_run(run: Path, preset: str, data_dir: str, steps: int, threads: int |
         "--progress", "lines", "--out", str(run), threads=threads)
 
 
+def x0_error_table(runs: dict[str, Path], data_dir: str, n: int = 128) -> str:
+    """Mean squared error of each model's x0_hat (clipped) by noise level sigma~ = sigma / alpha on MNIST test images.
+
+    Both paths are put at the same sigma~ with the same eps, so the rows compare the networks' parameterizations:
+    x0_hat = x~ - sigma~ eps_hat for an eps-model amplifies its eps error by sigma~.
+    """
+    import torch
+
+    from diffusionlab.data import load_dataset, to_model_range
+    from diffusionlab.runs import load_run
+
+    x0 = to_model_range(load_dataset("mnist", data_dir, "test", None, None).images[:n])
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    models = {family: load_run(run).denoiser for family, run in runs.items()}
+    lines = ["| sigma~ | " + " | ".join(f"{f} x0_hat MSE" for f in models) + " |", "|---" * (len(models) + 1) + "|"]
+    for ratio in (0.2, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0):
+        row = []
+        for den in models.values():
+            t = den.path.t_from_ratio(torch.tensor([ratio], dtype=torch.float64))
+            x_t = den.path.alpha(t).float() * x0 + den.path.sigma(t).float() * eps
+            with torch.no_grad():
+                row.append(float(((den(x_t, t.expand(n)).x0.clamp(-1, 1) - x0) ** 2).mean()))
+        lines.append(f"| {ratio:g} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    return "\n".join(lines) + f"\n\n{n} test images, one noise draw; the pixel variance of the data is {float(x0.var()):.3f}."
+
+
 def main() -> None:
     """Train what is missing, score both runs, and optionally write BENCHMARKS.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,6 +144,10 @@ MNIST test images with `{q['extractor']}` (the FID-vs-NFE section's extractor; i
 {chr(10).join(lines)}
 
 {chr(10).join(summary)}
+
+Where the difference comes from: the x0 prediction of each network at equal noise level.
+
+{x0_error_table({f: r for f, (r, _, _) in runs.items()}, args.data_dir)}
 """
     publish(HEADING, body, args.write)
 
