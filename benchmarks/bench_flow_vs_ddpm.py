@@ -77,8 +77,10 @@ def x0_error_table(runs: dict[str, Path], data_dir: str, n: int = 128) -> str:
 def main() -> None:
     """Train what is missing, score both runs, and optionally write BENCHMARKS.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ddpm-run", required=True)
-    ap.add_argument("--flow-run", required=True)
+    ap.add_argument("--ddpm-run")
+    ap.add_argument("--flow-run")
+    ap.add_argument("--x0-error", nargs="+", metavar="LABEL=RUN",
+                    help="only print the x0_hat error table of these runs (e.g. eps=R1 v=R2 flow=R3) and exit")
     ap.add_argument("--data-dir", default="../shared/datasets/mnist")
     ap.add_argument("--steps", type=int, default=1500, help="training steps of each run (batch 64: the presets')")
     ap.add_argument("--n", type=int, default=200)
@@ -86,6 +88,11 @@ def main() -> None:
     ap.add_argument("--family", choices=["ddpm", "flow", "both"], default="both", help="score only one side (to split over processes)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
+    if args.x0_error:
+        print(x0_error_table({label: Path(run) for label, run in (a.split("=", 1) for a in args.x0_error)}, args.data_dir))
+        return
+    if not (args.ddpm_run and args.flow_run):
+        ap.error("--ddpm-run and --flow-run are required (or --x0-error)")
     started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     runs = {"ddpm": (Path(args.ddpm_run), "mnist", DDPM_ROWS), "flow": (Path(args.flow_run), "mnist-flow", FLOW_ROWS)}
     budget = {}
