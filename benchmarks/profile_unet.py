@@ -4,14 +4,15 @@ Two modes, both on one training step (forward + MSE + backward + AdamW step):
 
     .venv/bin/python benchmarks/profile_unet.py profile --model mnist [--bf16] [--contiguous]
         torch.profiler table of one model's step, grouped into conv / GroupNorm / SiLU / attention / ...
+        (--peer: the same for diffusers' UNet2DModel at the same layout and parameter count)
     .venv/bin/python benchmarks/profile_unet.py levers --model mnist [--repeats 9] [--compile]
         every lever side by side, interleaved in one process (order alternated every repeat), as the median
         of per-repeat ratios baseline_time / lever_time (> 1: the lever is faster).
 
 Models: "mnist" (the mnist preset's network, batch 64), "digits" (the digits preset's, batch 128),
 "bench28" (bench_unet.py's 28x28 case, batch 32). Default 1 thread (--threads): on a shared 2-core
-machine the 1-thread ratios are the stable ones. diffusers is not used here (bench_unet.py compares
-against it). Not part of the test suite.
+machine the 1-thread ratios are the stable ones. diffusers is used only by `profile --peer`
+(bench_unet.py times the two side by side). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -55,11 +56,7 @@ def batch_for(cfg: UNetConfig, batch: int) -> tuple[Tensor, Tensor, Tensor]:
 def build(cfg: UNetConfig, fmt: torch.memory_format = CL) -> UNet:
     """Our UNet with weights (and therefore activations) in memory format `fmt`."""
     torch.manual_seed(0)
-    net = UNet(cfg)
-    if fmt is not UNet.memory_format:
-        net.memory_format = fmt  # instance attribute: forward() lays the input out in this format
-        net.to(memory_format=fmt)
-    return net
+    return UNet(cfg, memory_format=fmt)
 
 
 def train_step(net: nn.Module, x: Tensor, t: Tensor, target: Tensor, bf16: bool = False,
@@ -262,7 +259,20 @@ CATEGORIES = [
 ]
 
 
-def profile(model: str, bf16: bool, contiguous: bool, steps: int) -> None:
+def diffusers_peer(cfg: UNetConfig, fmt: torch.memory_format) -> nn.Module:
+    """diffusers' UNet2DModel in the same layout and parameter count as our config (bench_unet.py's mapping)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_unet import DiffusersWrapper, diffusers_config
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return DiffusersWrapper(UNet2DModel(**diffusers_config(cfg))).to(memory_format=fmt)
+
+
+def profile(model: str, bf16: bool, contiguous: bool, steps: int, peer: bool = False) -> None:
     """Self-time of one step by category (torch.profiler, after two warm-up steps)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -270,7 +280,9 @@ def profile(model: str, bf16: bool, contiguous: bool, steps: int) -> None:
     kw, batch = MODELS[model]
     cfg = UNetConfig(**kw)
     x, t, tgt = batch_for(cfg, batch)
-    step = train_step(build(cfg, CONTIG if contiguous else CL), x, t, tgt, bf16=bf16)
+    fmt = CONTIG if contiguous else CL
+    net = diffusers_peer(cfg, fmt) if peer else build(cfg, fmt)
+    step = train_step(net, x, t, tgt, bf16=bf16)
     for _ in range(2):
         step()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -285,7 +297,7 @@ def profile(model: str, bf16: bool, contiguous: bool, steps: int) -> None:
             (c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
         by_cat[cat] += e.self_cpu_time_total
     layout = "contiguous" if contiguous else "channels_last"
-    what = f"{model}, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}, {layout}"
+    what = f"{'diffusers UNet2DModel' if peer else 'ours'}: {model}, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}, {layout}"
     print(f"{what}: {total / 1e3 / steps:.0f} ms of op self-time per step")
     for cat, us in sorted(by_cat.items(), key=lambda kv: -kv[1]):
         print(f"  {cat:40s} {100 * us / total:5.1f}%")
@@ -302,13 +314,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bf16", action="store_true", help="profile: under CPU bf16 autocast")
     ap.add_argument("--contiguous", action="store_true", help="profile: standard layout instead of channels_last")
     ap.add_argument("--steps", type=int, default=3, help="profile: profiled steps")
+    ap.add_argument("--peer", action="store_true", help="profile: diffusers' UNet2DModel of the same layout instead")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     if args.mode == "levers":
         levers(args.model, args.repeats, args.compile, args.threads)
     else:
-        profile(args.model, args.bf16, args.contiguous, args.steps)
+        profile(args.model, args.bf16, args.contiguous, args.steps, args.peer)
 
 
 if __name__ == "__main__":
