@@ -3,9 +3,11 @@
 diffusers' DDPM-family schedulers index `alphas_cumprod[i]` for i = 0..999, which is our abar at step i + 1
 (our step 0 is the clean data), so the network is called at t = i + 1 and the scheduler is given our own
 betas (`trained_betas`), not a re-derived schedule. A learned-variance network's second half is dropped:
-these schedulers use the eps half only (the variance does not enter deterministic solvers). The eps handed to
-the scheduler is that of the x0 prediction clipped to [-1, 1], exactly as our samplers clip by default: without
-it, the cosine schedule's first steps (sqrt(abar) ~ 0.006) amplify the eps error into pure noise (FID ~4900).
+these schedulers use the mean half only (the variance does not enter deterministic solvers). Whatever the
+network predicts (eps, x0 or v) is converted to (x0_hat, eps_hat) by the library's `to_prediction`, and the
+scheduler is given the eps of the x0 prediction clipped to [-1, 1], exactly as our samplers clip by default:
+without it, the cosine schedule's first steps (sqrt(abar) ~ 0.006) amplify the eps error into pure noise
+(FID ~4900).
 
     python benchmarks/diffusers_samplers.py RUN_DIR --scheduler dpmsolver --steps 10 --n 500 --out FILE.npz
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from diffusionlab.data import from_model_range
+from diffusionlab.parameterization import to_prediction
 from diffusionlab.runs import load_run
 from diffusionlab.training.determinism import generator
 
@@ -58,13 +61,14 @@ def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_si
         abar_all = run.process.schedule.alpha_bar.float()
         for t in sched.timesteps:
             inp = sched.scale_model_input(x, t)  # x_t in variance-preserving coordinates
-            eps = run.net(inp, torch.full((x.shape[0],), float(t) + 1.0))
+            out_t = run.net(inp, torch.full((x.shape[0],), float(t) + 1.0))
             if learned:
-                eps = eps.chunk(2, dim=1)[0]
+                out_t = out_t.chunk(2, dim=1)[0]
+            abar = abar_all[int(t) + 1]
+            pred = to_prediction(out_t, run.process.prediction, inp, abar.sqrt(), (1 - abar).sqrt())
+            eps = pred.eps
             if clip_x0:  # the x0 clipping our samplers apply, so that only the solver differs
-                abar = abar_all[int(t) + 1]
-                x0 = ((inp - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
-                eps = (inp - abar.sqrt() * x0) / (1 - abar).sqrt()
+                eps = (inp - abar.sqrt() * pred.x0.clamp(-1, 1)) / (1 - abar).sqrt()
             x = sched.step(eps, t, x).prev_sample
             nfe += 1
         out.append(x.clamp(-1, 1))
