@@ -57,7 +57,9 @@ def cli(*args: str, threads: int | None = None) -> str:
 
 def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: int | None, *,
               run_missing: bool = True) -> dict | None:
-    """`evaluate --fid` of one sampler setting, cached as RUN/eval/fid_nfe/KEY-nN.json (None if missing and not run)."""
+    """`evaluate --fid` of one sampler setting, cached as RUN/eval/fid_nfe/KEY-nN.json (None if missing and not run).
+
+    `sampler` may name a sigma grid as `NAME@SPACING` (e.g. `dpmpp2m@time`: `--sigma-spacing time`)."""
     import json
     import time
 
@@ -67,8 +69,9 @@ def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: 
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cli("evaluate", str(run), "--fid", "--n", str(n), "--sampler", sampler, "--steps", str(steps),
-            "--eta", str(eta), "--json", str(path), threads=threads)
+        name, _, spacing = sampler.partition("@")
+        cli("evaluate", str(run), "--fid", "--n", str(n), "--sampler", name, "--steps", str(steps),
+            "--eta", str(eta), *(("--sigma-spacing", spacing) if spacing else ()), "--json", str(path), threads=threads)
         print(f"{run.name} {path.stem}: {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(path.read_text())
 

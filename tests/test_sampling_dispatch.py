@@ -18,7 +18,7 @@ from diffusionlab.analytic import AnalyticNet, GaussianMixture
 from diffusionlab.denoiser import Denoiser
 from diffusionlab.errors import ConfigError
 from diffusionlab.processes import GaussianDiffusion
-from diffusionlab.sampling import SAMPLER_NAMES, generate, path_schedule
+from diffusionlab.sampling import SAMPLER_NAMES, generate, path_schedule, sigma_grid
 from test_samplers import _one_thread, nearest_component_fraction  # noqa: F401 (autouse fixture)
 
 MIX = GaussianMixture(torch.tensor([0.3, 0.7]), torch.tensor([[-0.5, -0.3], [0.4, 0.3]]), torch.tensor([0.1, 0.15]) ** 2)
@@ -122,3 +122,43 @@ def test_few_step_samplers_on_a_cosine_ddpm_model(sampler: str) -> None:
     x = res.images.reshape(256, 64).double()
     assert res.nfe == (35 if sampler == "heun" else 18)
     assert abs(float(x.mean()) - 0.1) < 0.01 and abs(float(x.std()) - 0.3) < 0.08 * 0.3, (x.mean(), x.std())
+
+
+def test_time_uniform_sigma_grid_is_the_respaced_ddpm_steps() -> None:
+    """On a DDPM, the `time` grid is sigma~ at t = T, T - T/N, ..., T/N (diffusers' `linspace` timesteps + 1),
+    computed from the schedule's own alpha_bar at those integer steps, then 0. On the OT path it is uniform in t
+    from t(sigma~ = 80) to one step before t_data = 1."""
+    gd = GaussianDiffusion("linear", 1000, "eps")  # sigma~(T) = 156 > 80: capped
+    den = gd.denoiser(AnalyticNet(MIX, gd.schedule, "eps"))
+    grid = sigma_grid(den, 10, "time", discrete=True)
+    t0 = float(den.path.t_from_ratio(torch.tensor([80.0], dtype=torch.float64))[0])
+    t = t0 * (1 - torch.arange(10, dtype=torch.float64) / 10)
+    assert len(grid) == 11 and grid[-1] == 0 and math.isclose(float(grid[0]), 80.0, rel_tol=1e-9)
+    for i in range(1, 10):  # between integer steps log(sigma~) is linear in t (the path's own interpolation)
+        lo, hi = math.floor(float(t[i])), math.ceil(float(t[i]))
+        r = lambda k: math.sqrt((1 - float(gd.schedule.alpha_bar[k])) / float(gd.schedule.alpha_bar[k]))  # noqa: E731
+        w = float(t[i]) - lo
+        expect = math.exp((1 - w) * math.log(r(lo)) + w * math.log(r(hi))) if hi > lo else r(lo)
+        assert math.isclose(float(grid[i]), expect, rel_tol=1e-9), i
+    den_fm = Denoiser(PathNet(MIX, OTPath(), "velocity"), "velocity", OTPath())
+    g = sigma_grid(den_fm, 4, "time")
+    t_fm = 1 / 81 + torch.arange(4, dtype=torch.float64) / 4 * (1 - 1 / 81)  # OT, sigma_min 1e-4: t(80) ~ 1/81
+    assert torch.allclose(g[:-1], (1 - (1 - 1e-4) * t_fm) / t_fm, rtol=1e-3) and g[-1] == 0
+    with pytest.raises(ConfigError, match="sigma spacing"):
+        sigma_grid(den, 10, "cosine")
+
+
+@pytest.mark.parametrize("spacing", ["time", "loguniform"])
+@pytest.mark.parametrize("sampler", ["dpmpp2m", "heun", "euler"])
+def test_sigma_samplers_on_every_grid_reproduce_the_mixture(sampler: str, spacing: str) -> None:
+    """The same exact DDPM and flow models as above, on the non-default grids: moments and weights must hold."""
+    steps, nfe = PLAN[sampler]
+    gd = GaussianDiffusion("linear", 1000, "eps")
+    res = generate(gd.denoiser(AnalyticNet(MIX, gd.schedule, "eps")), gd, SHAPE, N, sampler=sampler, steps=steps,
+                   seed=3, batch_size=N, sigma_spacing=spacing)
+    check(res.images)
+    assert res.nfe == nfe
+    process = flow_process()
+    res = generate(process.denoiser(PathNet(MIX, process.path, "velocity")), process, SHAPE, N, sampler=sampler,
+                   steps=steps, seed=4, batch_size=N, sigma_spacing=spacing)
+    check(res.images)

@@ -106,6 +106,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
                    help="sampling steps N (default: T for ddpm, 50 otherwise; NFE: 2N - 1 for heun, N (M + 1) for pc)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
     p.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform", help="ddpm/ddim step spacing when respacing")
+    p.add_argument("--sigma-spacing", choices=("karras", "loguniform", "time"), default="karras",
+                   help="euler/heun/dpmpp2m/sde/pc noise levels: Karras rho=7 (default), log-uniform, or uniform in t")
     p.add_argument("--snr", type=_positive_float, default=0.16, help="pc: signal-to-noise ratio r of the Langevin corrector")
     p.add_argument("--corrector-steps", type=int, default=None,
                    help="pc: corrector steps M per level (default 1); langevin: steps T per level (default 100)")
@@ -134,8 +136,8 @@ def _sampler_and_steps(args: argparse.Namespace, process: Any) -> tuple[str, int
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `sampling.generate` for the sampler options."""
-    return {"eta": args.eta, "spacing": args.spacing, "snr": args.snr, "corrector_steps": args.corrector_steps,
-            "langevin_eps": args.langevin_eps, "rtol": args.rtol}
+    return {"eta": args.eta, "spacing": args.spacing, "sigma_spacing": args.sigma_spacing, "snr": args.snr,
+            "corrector_steps": args.corrector_steps, "langevin_eps": args.langevin_eps, "rtol": args.rtol}
 
 
 def build_parser() -> argparse.ArgumentParser:

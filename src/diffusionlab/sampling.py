@@ -6,7 +6,7 @@ process exposing `.path` and `.denoiser(net)`; only the DDPM process has a `.sch
 | name | what | grid (`steps` = N) | NFE |
 |---|---|---|---|
 | ddpm, ddim | Ho et al. Algorithm 2; DDIM eq. 12 (`Denoiser.vp()`) | respaced schedule, or K times of a continuous path | N |
-| euler | Euler on the PF-ODE in sigma space | Karras (rho = 7) on `sigma_range()`, sigma_max capped at 80 | N |
+| euler | Euler on the PF-ODE in sigma space | Karras (rho = 7) on `sigma_range()`, sigma_max capped at 80 (`sigma_spacing`) | N |
 | heun | EDM Algorithm 1 | Karras | 2N - 1 |
 | dpmpp2m | DPM-Solver++(2M), first order on the first and last step | Karras | N |
 | sde | reverse-SDE Euler-Maruyama (VE form) | Karras | N |
@@ -15,7 +15,9 @@ process exposing `.path` and `.denoiser(net)`; only the DDPM process has a `.sch
 | ode-euler, ode-midpoint, ode-heun, ode-rk4 | the PF-ODE in the path's time (`Denoiser.velocity`) | N uniform steps in t | N, 2N, 2N, 4N |
 | ode-adaptive | RK45 with rtol = atol | adaptive | as it takes |
 
-The sigma-space samplers start from x~ = sigma_max z and end at sigma = 0, where x~ = x0. The ode-* samplers
+The sigma-space samplers start from x~ = sigma_max z and end at sigma = 0, where x~ = x0. Their grid
+(`sigma_spacing`) is Karras et al.'s (default), log-uniform in sigma (= uniform in log-SNR), or uniform in the
+path's time (diffusers' default spacing; DPM-Solver's "time uniform"). The ode-* samplers
 need a continuous path (time derivatives); they start from x_t = sqrt(alpha^2 + sigma^2) z at the noise end.
 """
 
@@ -34,7 +36,8 @@ from .errors import ConfigError
 from .parameterization import Parameterization
 from .samplers import (NFECounter, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun,
                        sample_langevin, sample_pc, sample_sde, solve_ode)
-from .samplers.sigmas import karras_sigmas, loguniform_sigmas
+from .samplers.sigmas import SPACINGS as SIGMA_SPACINGS
+from .samplers.sigmas import karras_sigmas, loguniform_sigmas, time_uniform_sigmas
 from .schedules import NoiseSchedule, spaced_timesteps
 from .training.determinism import generator
 
@@ -72,6 +75,27 @@ def path_schedule(denoiser: Denoiser, steps: int) -> NoiseSchedule:
     abar = alpha**2 / (alpha**2 + sigma**2)
     one = torch.ones(1, dtype=torch.float64)
     return NoiseSchedule(torch.cat([one, abar]), torch.cat([t_data * one, t]))
+
+
+def sigma_grid(denoiser: Denoiser, steps: int, spacing: str = "karras", discrete: bool = False) -> Tensor:
+    """The N + 1 noise levels of a sigma-space sampler: `spacing` on [sigma_min, min(sigma_max, 80)], then 0."""
+    s_min, s_max = denoiser.sigma_range()
+    s_max = min(s_max, SIGMA_MAX_CAP)
+    if spacing == "karras":
+        return karras_sigmas(steps, s_min, s_max)
+    if spacing == "loguniform":
+        return loguniform_sigmas(steps, s_min, s_max)
+    if spacing == "time":
+        path = denoiser.path
+        t_noise = float(path.t_from_ratio(torch.tensor([s_max], dtype=torch.float64))[0])
+        # A DDPM's data is its step 0, below t_data = 1; a continuous path's data end is t_data itself.
+        t_clean = 0.0 if discrete else float(path.t_data)
+
+        def ratio(t: Tensor) -> Tensor:
+            return path.sigma(t).double() / path.alpha(t).double()
+
+        return time_uniform_sigmas(ratio, steps, t_noise, t_clean)
+    raise ConfigError(f"unknown sigma spacing {spacing!r}; choose from {', '.join(SIGMA_SPACINGS)}")
 
 
 def has_time_derivatives(denoiser: Denoiser) -> bool:
@@ -116,6 +140,7 @@ def generate(
     eta: float = 0.0,
     variance: str | None = None,
     spacing: str = "uniform",
+    sigma_spacing: str = "karras",
     clip_x0: bool = True,
     seed: int = 0,
     y: Tensor | None = None,
@@ -155,12 +180,11 @@ def generate(
         variance = variance or getattr(process, "variance", "beta_tilde")
         n_steps, start_scale = schedule.T, 1.0
     elif sampler in SIGMA_SAMPLERS:
-        s_min, s_max = denoiser.sigma_range()
-        s_max = min(s_max, SIGMA_MAX_CAP)
         if sampler == "langevin":  # NCSN's ladder ends at sigma_L = 0.01: eps / sigma_L^2 sets the top step size
-            sigmas = loguniform_sigmas(steps, max(s_min, LANGEVIN_SIGMA_MIN), s_max)
+            s_min, s_max = denoiser.sigma_range()
+            sigmas = loguniform_sigmas(steps, max(s_min, LANGEVIN_SIGMA_MIN), min(s_max, SIGMA_MAX_CAP))
         else:
-            sigmas = karras_sigmas(steps, s_min, s_max)
+            sigmas = sigma_grid(denoiser, steps, sigma_spacing, discrete)
         n_steps, start_scale = steps, float(sigmas[0])
     else:
         t_noise, t_data = ode_time_range(denoiser)

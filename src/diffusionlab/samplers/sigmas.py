@@ -7,13 +7,14 @@ grid has N + 1 entries: N noise levels and the final 0, where the last step land
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError
 
-SPACINGS = ("karras", "loguniform")
+SPACINGS = ("karras", "loguniform", "time")
 
 
 def _check(n: int, sigma_min: float, sigma_max: float) -> None:
@@ -40,6 +41,22 @@ def loguniform_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
     _check(n, sigma_min, sigma_max)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     sigmas = torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max)))
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+
+
+def time_uniform_sigmas(ratio: Callable[[Tensor], Tensor], n: int, t_noise: float, t_clean: float) -> Tensor:
+    """sigma~(t_i) at t_i = t_noise + (i / n) (t_clean - t_noise), i = 0..n-1, then 0: uniform steps in the path's time.
+
+    This is DPM-Solver's "time uniform" grid (Lu et al. 2022, section 3.3) and diffusers' default `linspace`
+    timestep spacing. `t_clean` is where the data sits (step 0 of a DDPM), so the last level is one step above it
+    and the last step lands on sigma = 0. `ratio(t)` is the path's sigma(t) / alpha(t).
+    """
+    if n < 1:
+        raise ConfigError(f"the number of steps must be >= 1, got {n}")
+    t = t_noise + torch.arange(n, dtype=torch.float64) / n * (t_clean - t_noise)
+    sigmas = ratio(t).to(torch.float64)
+    if not bool(torch.isfinite(sigmas).all()) or not bool((sigmas[:-1] > sigmas[1:]).all()) or float(sigmas[-1]) <= 0:
+        raise ConfigError("the time-uniform grid needs sigma~(t) finite, positive and decreasing towards the data")
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
 
 
