@@ -6,7 +6,7 @@ images, so the rows are comparable with each other (FID at a few hundred samples
 not papers):
 - issue 3: ancestral DDPM on the full chain (1000), DDIM with eta 0 and 1 at 10 / 20 / 50 / 100 steps, Improved
   DDPM's strided ancestral sampling with the learned variance at 25 / 50 / 100 steps;
-- issue 5: DPM-Solver++(2M) (on the Karras grid, and on the time-uniform grid diffusers uses), Heun (EDM
+- issue 5: DPM-Solver++(2M) and its SDE form (on the Karras grid, and on the time-uniform grid diffusers uses), Heun (EDM
   Algorithm 1, Karras sigmas), Euler on the probability-flow ODE, reverse-SDE
   Euler-Maruyama and predictor-corrector, all through the sigma-space adapter of the same network; and diffusers'
   DPMSolverMultistepScheduler and EulerDiscreteScheduler driven by the same network (benchmarks/diffusers_samplers.py).
@@ -40,6 +40,8 @@ SETTINGS += [("DDIM eta 0", "ddim", 5, 0.0)]
 SETTINGS += [("iDDPM strided (learned variance)", "ddpm", k, 0.0) for k in (25, 50, 100)]
 SETTINGS += [("DPM-Solver++(2M)", "dpmpp2m", k, 0.0) for k in (5, 10, 20, 50)]
 SETTINGS += [("DPM-Solver++(2M), time grid", "dpmpp2m@time", k, 0.0) for k in (5, 10, 20, 50)]
+SETTINGS += [("SDE-DPM-Solver++(2M)", "dpmpp2m-sde", k, 0.0) for k in (5, 10, 20, 50)]
+SETTINGS += [("SDE-DPM-Solver++(2M), time grid", "dpmpp2m-sde@time", k, 0.0) for k in (5, 10, 20, 50)]
 SETTINGS += [("Heun (EDM Alg. 1)", "heun", k, 0.0) for k in (3, 5, 10, 25)]
 SETTINGS += [("Euler, PF-ODE", "euler", k, 0.0) for k in (10, 20, 50)]
 SETTINGS += [("reverse SDE (Euler-Maruyama)", "sde", k, 0.0) for k in (50, 100)]

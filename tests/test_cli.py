@@ -73,11 +73,16 @@ def test_sample_writes_npz_and_grid(trained_run: Path, tmp_path: Path, sampler: 
     assert f"NFE {nfe} per sample" in proc.stdout
 
 
-@pytest.mark.parametrize("sampler,steps,nfe", [("heun", 4, 7), ("dpmpp2m", 4, 4), ("euler", 3, 3), ("sde", 3, 3), ("pc", 3, 6)])
-def test_sample_with_sigma_space_samplers(trained_run: Path, tmp_path: Path, sampler: str, steps: int, nfe: int):
-    """A DDPM run sampled through the sigma-space adapter; the NFE line is exact (Heun 2N - 1, pc N (M + 1))."""
+@pytest.mark.parametrize("sampler,steps,nfe,grid", [("heun", 4, 7, "karras"), ("dpmpp2m", 4, 4, "time"),
+                                                    ("dpmpp2m-sde", 4, 4, "time"), ("dpmpp2m-sde", 4, 4, "karras"),
+                                                    ("euler", 3, 3, "loguniform"), ("sde", 3, 3, "karras"),
+                                                    ("pc", 3, 6, "karras")])
+def test_sample_with_sigma_space_samplers(trained_run: Path, tmp_path: Path, sampler: str, steps: int, nfe: int,
+                                          grid: str):
+    """A DDPM run sampled through the sigma-space adapter on each grid; the NFE line is exact (Heun 2N - 1, pc N (M + 1))."""
     out = tmp_path / "s.npz"
-    proc = run_cli("sample", str(trained_run), "--n", "4", "--sampler", sampler, "--steps", str(steps), "--out", str(out))
+    proc = run_cli("sample", str(trained_run), "--n", "4", "--sampler", sampler, "--steps", str(steps),
+                   "--sigma-spacing", grid, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     with np.load(out, allow_pickle=False) as f:
         images = f["images"]

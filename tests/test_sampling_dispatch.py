@@ -28,6 +28,7 @@ N = 4000
 # came out 0.330 against 0.3 on the flow model: annealed Langevin needs its steps to balance the modes; pc at
 # N = 50 on sigma in [1e-4, 80] gave 0.331, at N = 100 it is within its 4 SE)
 PLAN = {"ddpm": (100, 100), "ddim": (50, 50), "euler": (100, 100), "heun": (40, 79), "dpmpp2m": (40, 40),
+        "dpmpp2m-sde": (100, 100),
         "sde": (200, 200), "pc": (100, 200), "langevin": (20, 20 * 60 + 1), "ode-euler": (100, 100),
         "ode-midpoint": (20, 40), "ode-heun": (20, 40), "ode-rk4": (10, 40), "ode-adaptive": (1, None)}
 

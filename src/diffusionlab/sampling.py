@@ -9,6 +9,7 @@ process exposing `.path` and `.denoiser(net)`; only the DDPM process has a `.sch
 | euler | Euler on the PF-ODE in sigma space | Karras (rho = 7) on `sigma_range()`, sigma_max capped at 80 (`sigma_spacing`) | N |
 | heun | EDM Algorithm 1 | Karras | 2N - 1 |
 | dpmpp2m | DPM-Solver++(2M), first order on the first and last step | Karras | N |
+| dpmpp2m-sde | SDE-DPM-Solver++(2M): the same multistep D, fresh noise every step | Karras | N |
 | sde | reverse-SDE Euler-Maruyama (VE form) | Karras | N |
 | pc | predictor-corrector, Langevin corrector at snr r | Karras | N (M + 1) |
 | langevin | annealed Langevin, T steps per level, then one denoising step | N geometric levels to max(sigma_min, 0.01) | N T + 1 |
@@ -34,16 +35,16 @@ from tqdm.auto import tqdm
 from .denoiser import Denoiser, SigmaModel, expand_like
 from .errors import ConfigError
 from .parameterization import Parameterization
-from .samplers import (NFECounter, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun,
-                       sample_langevin, sample_pc, sample_sde, solve_ode)
+from .samplers import (NFECounter, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_euler,
+                       sample_heun, sample_langevin, sample_pc, sample_sde, solve_ode)
 from .samplers.sigmas import SPACINGS as SIGMA_SPACINGS
 from .samplers.sigmas import karras_sigmas, loguniform_sigmas, time_uniform_sigmas
 from .schedules import NoiseSchedule, spaced_timesteps
 from .training.determinism import generator
 
 VP_SAMPLERS = ("ddpm", "ddim")
-SIGMA_SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m, "sde": sample_sde,
-                  "pc": sample_pc, "langevin": sample_langevin}
+SIGMA_SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m,
+                  "dpmpp2m-sde": sample_dpmpp_2m_sde, "sde": sample_sde, "pc": sample_pc, "langevin": sample_langevin}
 ODE_SAMPLERS = ("ode-euler", "ode-midpoint", "ode-heun", "ode-rk4", "ode-adaptive")
 SAMPLER_NAMES = (*VP_SAMPLERS, *SIGMA_SAMPLERS, *ODE_SAMPLERS)
 # EDM's sigma_max (Karras et al. 2022, section 5 and Table 1). A cosine DDPM reaches sigma~ = 2e4 at t = T, and a

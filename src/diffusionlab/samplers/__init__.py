@@ -13,7 +13,7 @@ the CLI accepts are `sampling.SAMPLER_NAMES`.
 from .common import NFECounter, StepCallback
 from .ddim import ddim_invert, sample_ddim
 from .ddpm import sample_ddpm
-from .dpm_solver import sample_dpmpp_2m
+from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from .edm import sample_euler, sample_heun
 from .langevin import sample_langevin
 from .ode import ODE_METHODS, rk_step, solve_ode, solve_ode_adaptive
@@ -21,5 +21,6 @@ from .sde import sample_pc, sample_sde
 from .sigmas import karras_sigmas, loguniform_sigmas, make_sigmas
 
 __all__ = ["NFECounter", "ODE_METHODS", "StepCallback", "ddim_invert", "karras_sigmas", "loguniform_sigmas",
-           "make_sigmas", "rk_step", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler", "sample_heun",
-           "sample_langevin", "sample_pc", "sample_sde", "solve_ode", "solve_ode_adaptive"]
+           "make_sigmas", "rk_step", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+           "sample_euler", "sample_heun", "sample_langevin", "sample_pc", "sample_sde", "solve_ode",
+           "solve_ode_adaptive"]
