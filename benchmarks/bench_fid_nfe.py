@@ -1,15 +1,16 @@
 """Benchmark: sample quality against the number of network evaluations (NFE) on one checkpoint.
 
-Every sampler that applies to a DDPM model (eps, x0 or v output), at several NFE, on the same checkpoint, the same x_T (seed 0) and
-the same number of samples, scored by `diffusionlab evaluate --fid` with the same extractor against the same test
-images, so the rows are comparable with each other (FID at a few hundred samples is biased upwards; compare rows,
+Every sampler that applies to a DDPM model (eps, x0 or v output), at several NFE, on the same checkpoint, the
+same x_T (seed 0) and the same number of samples, scored by `diffusionlab evaluate --fid` with the same extractor
+against the same test images, so the rows are comparable with each other (FID at a few hundred samples is biased upwards; compare rows,
 not papers):
 - issue 3: ancestral DDPM on the full chain (1000), DDIM with eta 0 and 1 at 10 / 20 / 50 / 100 steps, Improved
   DDPM's strided ancestral sampling with the learned variance at 25 / 50 / 100 steps;
-- issue 5: DPM-Solver++(2M) and its SDE form (on the Karras grid, and on the time-uniform grid diffusers uses), Heun (EDM
-  Algorithm 1, Karras sigmas), Euler on the probability-flow ODE, reverse-SDE
-  Euler-Maruyama and predictor-corrector, all through the sigma-space adapter of the same network; and diffusers'
-  DPMSolverMultistepScheduler and EulerDiscreteScheduler driven by the same network (benchmarks/diffusers_samplers.py).
+- issue 5: DPM-Solver++(2M) and its SDE form (on the Karras grid, and on the time-uniform grid diffusers uses),
+  Heun (EDM Algorithm 1, Karras sigmas), Euler on the probability-flow ODE, reverse-SDE Euler-Maruyama and
+  predictor-corrector, all through the sigma-space adapter of the same network; and diffusers'
+  DPMSolverMultistepScheduler (dpmsolver++ and sde-dpmsolver++) and EulerDiscreteScheduler driven by the same
+  network (benchmarks/diffusers_samplers.py).
 
     python benchmarks/bench_fid_nfe.py RUN_DIR --n 500 --write
     python benchmarks/bench_fid_nfe.py RUN_DIR --n 200 --only ddpm-1000-eta0 &   # split over processes, then
@@ -47,6 +48,7 @@ SETTINGS += [("Euler, PF-ODE", "euler", k, 0.0) for k in (10, 20, 50)]
 SETTINGS += [("reverse SDE (Euler-Maruyama)", "sde", k, 0.0) for k in (50, 100)]
 SETTINGS += [("predictor-corrector", "pc", k, 0.0) for k in (50,)]
 SETTINGS += [("diffusers DPMSolverMultistep", "diffusers-dpmsolver", k, 0.0) for k in (5, 10, 20, 50)]
+SETTINGS += [("diffusers DPMSolverMultistep SDE", "diffusers-dpmsolver-sde", k, 0.0) for k in (5, 10, 20, 50)]
 SETTINGS += [("diffusers EulerDiscrete", "diffusers-euler", k, 0.0) for k in (10, 20, 50)]
 
 
@@ -140,6 +142,7 @@ def main() -> None:
         goals.append(f"- Best of ours at <= 10 NFE: {lab} at {nfe} NFE, FID {fid:.2f} vs DDPM-1000 {ddpm[0]:.2f} "
                      f"({100 * (fid / ddpm[0] - 1):+.1f}%; goal: within +10%).")
     same = {"diffusers DPMSolverMultistep": ("DPM-Solver++(2M)", "DPM-Solver++(2M), time grid"),
+            "diffusers DPMSolverMultistep SDE": ("SDE-DPM-Solver++(2M)", "SDE-DPM-Solver++(2M), time grid"),
             "diffusers EulerDiscrete": ("Euler, PF-ODE",)}
     for lab, nfe, q in results:
         if lab.startswith("diffusers"):

@@ -30,16 +30,18 @@ from diffusionlab.parameterization import to_prediction
 from diffusionlab.runs import load_run
 from diffusionlab.training.determinism import generator
 
-SCHEDULERS = ("dpmsolver", "euler")
+SCHEDULERS = ("dpmsolver", "dpmsolver-sde", "euler")
 
 
 def make_scheduler(name: str, betas: torch.Tensor):
-    """DPMSolverMultistepScheduler (DPM-Solver++(2M), diffusers' defaults) or EulerDiscreteScheduler on our betas."""
+    """DPMSolverMultistepScheduler (DPM-Solver++(2M) or its SDE form, diffusers' defaults otherwise) or
+    EulerDiscreteScheduler, on our betas."""
     from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     common = dict(num_train_timesteps=len(betas), trained_betas=betas.double().numpy(), prediction_type="epsilon")
-    if name == "dpmsolver":
-        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+    if name in ("dpmsolver", "dpmsolver-sde"):
+        algorithm = "sde-dpmsolver++" if name == "dpmsolver-sde" else "dpmsolver++"
+        return DPMSolverMultistepScheduler(algorithm_type=algorithm, solver_order=2, **common)
     return EulerDiscreteScheduler(**common)
 
 
@@ -52,6 +54,7 @@ def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_si
     shape = run.image_shape
     learned = run.process.learned_variance
     x_T = torch.randn((n, *shape), generator=generator(seed, 0))  # the same x_T as `diffusionlab sample`
+    g = generator(seed, 1)  # the SDE scheduler's per-step noise (its own stream: not comparable draw for draw)
     out, nfe = [], 0
     for start in range(0, n, batch_size):
         sched = make_scheduler(name, betas)
@@ -69,7 +72,7 @@ def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_si
             eps = pred.eps
             if clip_x0:  # the x0 clipping our samplers apply, so that only the solver differs
                 eps = (inp - abar.sqrt() * pred.x0.clamp(-1, 1)) / (1 - abar).sqrt()
-            x = sched.step(eps, t, x).prev_sample
+            x = sched.step(eps, t, x, generator=g).prev_sample
             nfe += 1
         out.append(x.clamp(-1, 1))
     u8 = from_model_range(torch.cat(out))
