@@ -45,6 +45,7 @@ SETTINGS += [("SDE-DPM-Solver++(2M)", "dpmpp2m-sde", k, 0.0) for k in (5, 10, 20
 SETTINGS += [("SDE-DPM-Solver++(2M), time grid", "dpmpp2m-sde@time", k, 0.0) for k in (5, 10, 20, 50)]
 SETTINGS += [("Heun (EDM Alg. 1)", "heun", k, 0.0) for k in (3, 5, 10, 25)]
 SETTINGS += [("Euler, PF-ODE", "euler", k, 0.0) for k in (10, 20, 50)]
+SETTINGS += [("Euler, PF-ODE, time grid", "euler@time", k, 0.0) for k in (10, 20, 50)]
 SETTINGS += [("reverse SDE (Euler-Maruyama)", "sde", k, 0.0) for k in (50, 100)]
 SETTINGS += [("predictor-corrector", "pc", k, 0.0) for k in (50,)]
 SETTINGS += [("diffusers DPMSolverMultistep", "diffusers-dpmsolver", k, 0.0) for k in (5, 10, 20, 50)]
@@ -143,7 +144,7 @@ def main() -> None:
                      f"({100 * (fid / ddpm[0] - 1):+.1f}%; goal: within +10%).")
     same = {"diffusers DPMSolverMultistep": ("DPM-Solver++(2M)", "DPM-Solver++(2M), time grid"),
             "diffusers DPMSolverMultistep SDE": ("SDE-DPM-Solver++(2M)", "SDE-DPM-Solver++(2M), time grid"),
-            "diffusers EulerDiscrete": ("Euler, PF-ODE",)}
+            "diffusers EulerDiscrete": ("Euler, PF-ODE", "Euler, PF-ODE, time grid")}
     for lab, nfe, q in results:
         if lab.startswith("diffusers"):
             for twin_label in same[lab]:  # the same algorithm: only the implementation (and the sigma grid) differs
