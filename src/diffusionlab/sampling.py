@@ -37,8 +37,7 @@ from .errors import ConfigError
 from .parameterization import Parameterization
 from .samplers import (NFECounter, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_euler,
                        sample_heun, sample_langevin, sample_pc, sample_sde, solve_ode)
-from .samplers.sigmas import SPACINGS as SIGMA_SPACINGS
-from .samplers.sigmas import karras_sigmas, loguniform_sigmas, time_uniform_sigmas
+from .samplers.sigmas import loguniform_sigmas, make_sigmas, time_uniform_sigmas
 from .schedules import NoiseSchedule, spaced_timesteps
 from .training.determinism import generator
 
@@ -82,21 +81,17 @@ def sigma_grid(denoiser: Denoiser, steps: int, spacing: str = "karras", discrete
     """The N + 1 noise levels of a sigma-space sampler: `spacing` on [sigma_min, min(sigma_max, 80)], then 0."""
     s_min, s_max = denoiser.sigma_range()
     s_max = min(s_max, SIGMA_MAX_CAP)
-    if spacing == "karras":
-        return karras_sigmas(steps, s_min, s_max)
-    if spacing == "loguniform":
-        return loguniform_sigmas(steps, s_min, s_max)
-    if spacing == "time":
-        path = denoiser.path
-        t_noise = float(path.t_from_ratio(torch.tensor([s_max], dtype=torch.float64))[0])
-        # A DDPM's data is its step 0, below t_data = 1; a continuous path's data end is t_data itself.
-        t_clean = 0.0 if discrete else float(path.t_data)
+    if spacing != "time":
+        return make_sigmas(spacing, steps, s_min, s_max)  # karras or loguniform; a one-line error otherwise
+    path = denoiser.path
+    t_noise = float(path.t_from_ratio(torch.tensor([s_max], dtype=torch.float64))[0])
+    # A DDPM's data is its step 0, below t_data = 1; a continuous path's data end is t_data itself.
+    t_clean = 0.0 if discrete else float(path.t_data)
 
-        def ratio(t: Tensor) -> Tensor:
-            return path.sigma(t).double() / path.alpha(t).double()
+    def ratio(t: Tensor) -> Tensor:
+        return path.sigma(t).double() / path.alpha(t).double()
 
-        return time_uniform_sigmas(ratio, steps, t_noise, t_clean)
-    raise ConfigError(f"unknown sigma spacing {spacing!r}; choose from {', '.join(SIGMA_SPACINGS)}")
+    return time_uniform_sigmas(ratio, steps, t_noise, t_clean)
 
 
 def has_time_derivatives(denoiser: Denoiser) -> bool:

@@ -17,6 +17,14 @@ from ..denoiser import SigmaModel
 from .common import StepCallback, noise_like, noop_callback
 
 
+def _multistep_D(x0: Tensor, x0_prev: Tensor | None, h: Tensor, h_prev: Tensor | None, last: bool) -> Tensor:
+    """D_i of Algorithm 2: x0_i on the first and the last step (line 3, lower order final), else line 5."""
+    if x0_prev is None or last:
+        return x0
+    r = h_prev / h  # r_i = h_{i-1} / h_i
+    return (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev  # D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1}
+
+
 @torch.no_grad()
 def sample_dpmpp_2m(model: SigmaModel, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
                     callback: StepCallback = noop_callback) -> Tensor:
@@ -27,11 +35,7 @@ def sample_dpmpp_2m(model: SigmaModel, x: Tensor, sigmas: Tensor, *, generator: 
     for i in range(n):
         x0 = model(x, sigmas[i])
         h = lam[i + 1] - lam[i]  # h_i = lambda_{t_i} - lambda_{t_{i-1}}
-        if x0_prev is None or i == n - 1:
-            D = x0  # first order (Alg. 2 line 3, and the lower-order final step)
-        else:
-            r = h_prev / h  # r_i = h_{i-1} / h_i
-            D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev  # line 5: D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1}
+        D = _multistep_D(x0, x0_prev, h, h_prev, last=i == n - 1)
         # line 6: x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x - alpha_{t_i} (e^{-h_i} - 1) D_i, with alpha = 1
         x = (sigmas[i + 1] / sigmas[i]) * x - torch.expm1(-h) * D
         x0_prev, h_prev = x0, h
@@ -49,11 +53,7 @@ def sample_dpmpp_2m_sde(model: SigmaModel, x: Tensor, sigmas: Tensor, *, generat
     for i in range(n):
         x0 = model(x, sigmas[i])
         h = lam[i + 1] - lam[i]
-        if x0_prev is None or i == n - 1:
-            D = x0
-        else:
-            r = h_prev / h
-            D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev  # the same multistep D_i as the ODE solver
+        D = _multistep_D(x0, x0_prev, h, h_prev, last=i == n - 1)  # the same D_i as the ODE solver
         # x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) e^{-h_i} x + alpha_{t_i} (1 - e^{-2 h_i}) D_i
         #           + sigma_{t_i} sqrt(1 - e^{-2 h_i}) z, with alpha = 1 (their SDE-DPM-Solver++(2M))
         x = (sigmas[i + 1] / sigmas[i]) * torch.exp(-h) * x - torch.expm1(-2 * h) * D

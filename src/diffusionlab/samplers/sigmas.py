@@ -61,7 +61,9 @@ def time_uniform_sigmas(ratio: Callable[[Tensor], Tensor], n: int, t_noise: floa
 
 
 def make_sigmas(spacing: str, n: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """The grid called `spacing` ('karras' or 'loguniform')."""
+    """The grid called `spacing` ('karras' or 'loguniform'; 'time' needs the model's path: `sampling.sigma_grid`)."""
+    if spacing == "time":
+        raise ConfigError("the 'time' grid needs the model's path: use diffusionlab.sampling.sigma_grid")
     if spacing == "karras":
         return karras_sigmas(n, sigma_min, sigma_max)
     if spacing == "loguniform":
