@@ -98,6 +98,7 @@ RESUMABLE = {("train", k) for k in ("steps", "minutes", "log_every", "sample_eve
 
 def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     """The sampler choice and its options, shared by `sample` and `evaluate --fid`."""
+    from .samplers.sigmas import SPACINGS as SIGMA_SPACINGS
     from .sampling import SAMPLER_NAMES
 
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None, metavar="NAME",
@@ -106,7 +107,7 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
                    help="sampling steps N (default: T for ddpm, 50 otherwise; NFE: 2N - 1 for heun, N (M + 1) for pc)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
     p.add_argument("--spacing", choices=("uniform", "quadratic"), default="uniform", help="ddpm/ddim step spacing when respacing")
-    p.add_argument("--sigma-spacing", choices=("karras", "loguniform", "time"), default="karras",
+    p.add_argument("--sigma-spacing", choices=SIGMA_SPACINGS, default="karras",
                    help="euler/heun/dpmpp2m/sde/pc noise levels: Karras rho=7 (default), log-uniform, or uniform in t")
     p.add_argument("--snr", type=_positive_float, default=0.16, help="pc: signal-to-noise ratio r of the Langevin corrector")
     p.add_argument("--corrector-steps", type=int, default=None,

@@ -47,7 +47,7 @@ def loguniform_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
 def time_uniform_sigmas(ratio: Callable[[Tensor], Tensor], n: int, t_noise: float, t_clean: float) -> Tensor:
     """sigma~(t_i) at t_i = t_noise + (i / n) (t_clean - t_noise), i = 0..n-1, then 0: uniform steps in the path's time.
 
-    This is DPM-Solver's "time uniform" grid (Lu et al. 2022, section 3.3) and diffusers' default `linspace`
+    This is DPM-Solver's "time uniform" step schedule (Lu et al. 2022a) and diffusers' default `linspace`
     timestep spacing. `t_clean` is where the data sits (step 0 of a DDPM), so the last level is one step above it
     and the last step lands on sigma = 0. `ratio(t)` is the path's sigma(t) / alpha(t).
     """
