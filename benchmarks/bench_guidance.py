@@ -72,7 +72,7 @@ def main() -> None:
     clf = None
     if args.classifier:
         loaded = load_classifier(Path(args.classifier))
-        clf = guidance_classifier(loaded, run.config.process.schedule, run.process.T, K, run.image_shape)
+        clf = guidance_classifier(loaded, run.config.process["schedule"], run.process.T, K, run.model_shape)
         settings += [("classifier", W) for W in args.clf_scales]
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
@@ -84,7 +84,8 @@ def main() -> None:
             else:  # the unconditional (null-label) model steered by the classifier
                 model = ClassifierGuidance(run.denoiser, clf, scale, pass_label=False)
             t0 = time.perf_counter()
-            res = generate(model, run.process, run.image_shape, args.n, sampler="ddim", steps=args.steps, seed=args.seed, y=y)
+            res = generate(model, run.process, run.model_shape, args.n, "ddim", args.steps, seed=args.seed, y=y,
+                           codec=run.codec)
             seconds = time.perf_counter() - t0
             fake = from_model_range(res.images)
             save_grid(fake[:100], path.with_suffix(".png"), nrow=10)

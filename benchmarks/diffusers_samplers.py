@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffusionlab.data import from_model_range
-from diffusionlab.parameterization import to_prediction
+from diffusionlab.data import PIXEL_RANGE, from_model_range
+from diffusionlab.prediction import to_prediction
 from diffusionlab.runs import load_run
 from diffusionlab.training.determinism import generator
 
@@ -51,7 +51,8 @@ def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_si
     """n samples in [0, 255] from the run's EMA network with diffusers' scheduler `name`; also the NFE per sample."""
     run = load_run(run_dir)
     betas = run.process.schedule.betas[1:].float()  # betas[0] is the padding of our step 0
-    shape = run.image_shape
+    shape = run.model_shape  # what the network sees (the codec's latent shape; the image shape for pixels)
+    clip = run.codec.x0_clip if clip_x0 else None  # the range our samplers clip x0 to (pixels: [-1, 1])
     learned = run.process.learned_variance
     x_T = torch.randn((n, *shape), generator=generator(seed, 0))  # the same x_T as `diffusionlab sample`
     g = generator(seed, 1)  # the SDE scheduler's per-step noise (its own stream: not comparable draw for draw)
@@ -70,11 +71,11 @@ def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_si
             abar = abar_all[int(t) + 1]
             pred = to_prediction(out_t, run.process.prediction, inp, abar.sqrt(), (1 - abar).sqrt())
             eps = pred.eps
-            if clip_x0:  # the x0 clipping our samplers apply, so that only the solver differs
-                eps = (inp - abar.sqrt() * pred.x0.clamp(-1, 1)) / (1 - abar).sqrt()
+            if clip is not None:  # the x0 clipping our samplers apply, so that only the solver differs
+                eps = (inp - abar.sqrt() * pred.x0.clamp(*clip)) / (1 - abar).sqrt()
             x = sched.step(eps, t, x, generator=g).prev_sample
             nfe += 1
-        out.append(x.clamp(-1, 1))
+        out.append(run.codec.decode(x).clamp(*PIXEL_RANGE))  # decoded as `diffusionlab sample` does
     u8 = from_model_range(torch.cat(out))
     return (u8[:, 0].numpy() if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1).numpy()), nfe
 

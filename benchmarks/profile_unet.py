@@ -239,7 +239,7 @@ def levers(model: str, repeats: int, with_compile: bool, nthreads: int) -> None:
           f"{repeats} interleaved repeats", flush=True)
     times = interleaved(fns, 2, repeats)
     base = times["baseline: fp32, channels_last, SDPA"]
-    print(f"| lever | median ms | speed-up vs baseline (median of paired ratios) |\n|---|---|---|")
+    print("| lever | median ms | speed-up vs baseline (median of paired ratios) |\n|---|---|---|")
     for k, v in times.items():
         ratio = statistics.median(b / s for b, s in zip(base, v))
         print(f"| {k} | {statistics.median(v) * 1e3:.1f} | {ratio:.2f}x |")

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from diffusionlab.analytic import GaussianMixture
-from diffusionlab.denoiser import expand_like
-from diffusionlab.parameterization import Parameterization, from_prediction
+from diffusionlab.paths import expand_like
+from diffusionlab.prediction import PredictionType, from_prediction
 from diffusionlab.processes.flow import OTFlowPath
 
 
@@ -23,7 +23,7 @@ class PathNet:
     """The Bayes-optimal network of kind `prediction` for `data` on a continuous `path`: net(x_t, t)."""
 
     def __init__(self, data: GaussianMixture, path: OTPath, prediction: str = "velocity"):
-        self.data, self.path, self.prediction = data, path, Parameterization.parse(prediction)
+        self.data, self.path, self.prediction = data, path, PredictionType.parse(prediction)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         t = t.to(torch.float64)

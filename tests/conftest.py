@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY
+from helpers import TINY, TINY_NET
 
 
 @pytest.fixture
@@ -15,6 +15,14 @@ def tiny_config(tmp_path: Path) -> Path:
     """A JSON config file for a very small digits UNet."""
     p = tmp_path / "tiny.json"
     p.write_text(json.dumps(TINY))
+    return p
+
+
+@pytest.fixture
+def tiny_net_config(tmp_path: Path) -> Path:
+    """A JSON config file for a very small UNet, with no process settings (for any family)."""
+    p = tmp_path / "tiny_net.json"
+    p.write_text(json.dumps(TINY_NET))
     return p
 
 

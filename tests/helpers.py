@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ TINY = {
               "keep_checkpoints": 100},
     "sample": {"n": 4, "steps": 3},
 }
+# TINY without its process section (T = 100 is a DDPM setting): for the other families.
+TINY_NET = {k: v for k, v in TINY.items() if k != "process"}
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -219,14 +219,14 @@ def test_classify_reports_real_digits_as_all_ten_classes(tmp_path: Path):
 
 def test_resume_with_steps_replaces_a_minutes_budget(tmp_path: Path):
     """A run trained for N minutes and resumed with --steps K trains to step K (it used to stop at once)."""
-    from diffusionlab.cli import _config_for_train, build_parser
+    from diffusionlab.cli import build_parser, config_for_train
     from diffusionlab.training.config import RunConfig, deep_update, preset_config
 
     run = tmp_path / "run"
     run.mkdir()
     cfg = RunConfig.from_dict(deep_update(preset_config("digits"), {"train": {"steps": None, "minutes": 20.0}}))
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    resumed, _, is_resume = _config_for_train(build_parser().parse_args(["train", "--resume", "--out", str(run), "--steps", "5"]))
+    resumed, _, is_resume = config_for_train(build_parser().parse_args(["train", "--resume", "--out", str(run), "--steps", "5"]))
     assert is_resume and resumed.train.steps == 5 and resumed.train.minutes is None
-    back, _, _ = _config_for_train(build_parser().parse_args(["train", "--resume", "--out", str(run), "--minutes", "3"]))
+    back, _, _ = config_for_train(build_parser().parse_args(["train", "--resume", "--out", str(run), "--minutes", "3"]))
     assert back.train.minutes == 3.0 and back.train.steps is None

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from diffusionlab.analytic import GaussianMixture
-from diffusionlab.denoiser import Denoiser, expand_like
+from diffusionlab.denoiser import Denoiser
+from diffusionlab.paths import expand_like
 from diffusionlab.errors import ConfigError
 from diffusionlab.processes import NCSN, VESDE, VPSDE, FlowMatching, OTFlowPath, VESDEPath, VPSDEPath
-from diffusionlab.runs import build_process
 from diffusionlab.samplers import sample_ddim
-from diffusionlab.sampling import path_schedule
-from diffusionlab.training.config import ProcessConfig, RunConfig, deep_update, preset_config
+from diffusionlab.paths import vp_schedule
+from diffusionlab.training.config import ProcessConfig, RunConfig, merge_config, preset_config
 
 from analytic_paths import PathNet
 
@@ -142,7 +142,7 @@ def _least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def bayes_output(proc, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """E[target | x_t = x] for GAUSS data: the exact posterior (x0, eps) mapped to the process's output meaning."""
-    return PathNet(GAUSS, proc.path, proc.parameterization.value)(x, t)
+    return PathNet(GAUSS, proc.path, proc.prediction.value)(x, t)
 
 
 @pytest.mark.parametrize("name", list(PROCESSES))
@@ -224,10 +224,10 @@ def test_continuous_t_is_uniform_on_the_training_range():
 
 
 def ddim_moments(proc, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of DDIM-K on the path's K-step schedule (`sampling.path_schedule`), driven by the exact
+    """Mean and variance of DDIM-K on the path's K-step schedule (`paths.vp_schedule`), driven by the exact
     minimiser of the process's loss."""
-    denoiser = Denoiser(PathNet(GAUSS, proc.path, proc.parameterization.value), proc.parameterization, proc.path)
-    sched, model = path_schedule(denoiser, K), denoiser.vp()
+    denoiser = Denoiser(PathNet(GAUSS, proc.path, proc.prediction.value), proc.prediction, proc.path)
+    sched, model = vp_schedule(denoiser.path, K), denoiser.vp()
     # Start from the exact marginal at the noise end (in VP coordinates), with the noise standardised to exact
     # zero mean and unit variance: for Gaussian data every DDIM step is affine, so the output moments then
     # carry no Monte Carlo error, only the sampler's discretisation error.
@@ -254,16 +254,17 @@ def test_ddim_on_the_discretised_path_with_the_bayes_optimal_network_reproduces_
 
 
 def _cfg(**process) -> RunConfig:
-    return RunConfig.from_dict(deep_update(preset_config("digits"), {"process": process}))
+    return RunConfig.from_dict(merge_config(preset_config("digits"), {"process": process}))
 
 
 def test_method_settings_are_filled_and_checked():
     cfg = _cfg(method="vpsde")
-    assert (cfg.process.beta_min, cfg.process.beta_max, cfg.process.t_eps) == (0.1, 20.0, 1e-3)
-    assert cfg.process.sigma_min is None  # not a vpsde setting
-    assert build_process(cfg.process).config() == {"method": "vpsde", "beta_min": 0.1, "beta_max": 20.0, "t_eps": 1e-3}
-    assert build_process(_cfg(method="flow", sigma_min=0.01).process).path.sigma_min == 0.01
-    assert isinstance(build_process(ProcessConfig(method="ncsn")), NCSN)  # defaults without filling
+    assert (cfg.process["beta_min"], cfg.process["beta_max"], cfg.process["t_eps"]) == (0.1, 20.0, 1e-3)
+    assert "sigma_min" not in cfg.process.settings  # not a vpsde setting
+    assert cfg.process.build().config() == {"beta_min": 0.1, "beta_max": 20.0, "t_eps": 1e-3}
+    assert cfg.to_dict()["process"] == {"method": "vpsde", "beta_min": 0.1, "beta_max": 20.0, "t_eps": 1e-3}
+    assert _cfg(method="flow", sigma_min=0.01).process.build().path.sigma_min == 0.01
+    assert isinstance(ProcessConfig(method="ncsn").build(), NCSN)  # the family's defaults
     bad = [
         ({"method": "gan"}, "unknown method"),
         ({"method": "flow", "beta_min": 0.2}, "beta_min is a setting of vpsde, not of method flow"),
@@ -272,9 +273,12 @@ def test_method_settings_are_filled_and_checked():
         ({"method": "ncsn", "num_levels": 1}, "num_levels"),
         ({"method": "flow", "sigma_min": 1.0}, "sigma_min must be in"),
         ({"method": "vpsde", "t_eps": 0.0}, "t_eps"),
-        ({"method": "vpsde", "beta_max": "x"}, "must be numbers"),
-        ({"method": "flow", "variance": "learned"}, "DDPM's"),
-        ({"method": "ncsn", "prediction": "v"}, "prediction is a DDPM setting"),
+        ({"method": "vpsde", "beta_max": "x"}, "beta_max must be a finite number"),
+        ({"method": "vpsde", "beta_max": float("inf")}, "beta_max must be a finite number"),
+        ({"method": "ncsn", "num_levels": 2.5}, "num_levels must be a whole number"),
+        ({"method": "flow", "variance": "learned"}, "variance is a setting of ddpm, not of method flow"),
+        ({"method": "ncsn", "prediction": "v"}, "prediction is a setting of ddpm"),
+        ({"method": "ddpm", "schedule": "sqrt"}, "schedule must be one of linear, cosine"),
     ]
     for process, message in bad:
         with pytest.raises(ConfigError, match=message) as e:
@@ -286,6 +290,6 @@ def test_family_presets_are_valid_and_name_their_method():
     for data in ("digits", "mnist"):
         for method in ("flow", "ncsn", "vpsde", "vesde"):
             cfg = RunConfig.from_dict(preset_config(f"{data}-{method}"))
-            proc = build_process(cfg.process)
+            proc = cfg.process.build()
             assert proc.method == method and not proc.learned_variance and proc.out_channels(1) == 1
-            assert isinstance(proc.default_sampler, str) and proc.default_steps >= 1
+            assert isinstance(proc.default_sampler, str) and proc.default_steps(proc.default_sampler) >= 1

@@ -11,13 +11,14 @@ import torch
 
 from diffusionlab.cli import main
 from diffusionlab.data import load_dataset, to_model_range
-from diffusionlab.runs import LoadedRun, build_network, load_run
-from diffusionlab.sampling import generate
+from diffusionlab.models import build_network
+from diffusionlab.runs import LoadedRun, load_run
+from diffusionlab.sampling import SamplerOptions, generate
 from diffusionlab.training.config import RunConfig, deep_update, preset_config
 from diffusionlab.training.determinism import derive_seed
 from diffusionlab.training.trainer import INIT_KEY, train
 
-from helpers import TINY
+from helpers import TINY_NET
 
 FAMILIES = ("flow", "ncsn", "vpsde", "vesde")
 
@@ -37,9 +38,9 @@ def initial_network(run: LoadedRun) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("method", FAMILIES)
-def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, tiny_config: Path, capsys):
+def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, tiny_net_config: Path, capsys):
     run_dir = tmp_path / "run"
-    code = main(["train", "--preset", f"digits-{method}", "--config", str(tiny_config), "--steps", "40",
+    code = main(["train", "--preset", f"digits-{method}", "--config", str(tiny_net_config), "--steps", "40",
                  "--lr", "3e-3", "--checkpoint-every", "40", "--out", str(run_dir), "--progress", "lines"])
     assert code == 0, capsys.readouterr().err
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -52,9 +53,9 @@ def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, 
     before, after = held_out_loss(run, initial_network(run), x0), held_out_loss(run, run.net, x0)
     assert after < 0.7 * before, (before, after)
 
-    res = generate(run.denoiser, run.process, run.image_shape, 16, sampler="ddim", steps=10, clip_x0=False, seed=3)
+    res = generate(run.denoiser, run.process, run.model_shape, 16, "ddim", 10, options=SamplerOptions(clip_x0=False), seed=3)
     assert res.images.shape == (16, 1, 8, 8) and torch.isfinite(res.images).all() and res.nfe == 10
-    again = generate(run.denoiser, run.process, run.image_shape, 16, sampler="ddim", steps=10, clip_x0=False, seed=3)
+    again = generate(run.denoiser, run.process, run.model_shape, 16, "ddim", 10, options=SamplerOptions(clip_x0=False), seed=3)
     assert torch.equal(res.images, again.images)  # same seed, same numbers
 
     # The family's own sampler through the CLI, cheap: 3 steps (ode-euler, heun, pc; langevin on 3 levels of 2 steps).
@@ -70,9 +71,10 @@ def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, 
 
 
 def test_cli_rejects_bad_method_settings_in_one_line(tmp_path: Path, capsys):
-    for args, message in ((["--method", "gan"], "unknown method 'gan'"),
+    for args, message in ((["--method", "gan"], "invalid choice: 'gan'"),
                           (["--method", "flow", "--beta-min", "0.2"], "beta_min is a setting of vpsde"),
-                          (["--preset", "mnist", "--method", "flow"], "needs variance beta_tilde"),
+                          (["--method", "flow", "--prediction", "v"], "prediction is a setting of ddpm, not of method flow"),
+                          (["--method", "vpsde", "--beta-max", "nan"], "beta_max must be a finite number"),
                           (["--method", "vesde", "--sigma-max", "0.001"], "sigma_min < sigma_max")):
         code = main(["train", *args, "--out", str(tmp_path / "run")])
         err = capsys.readouterr().err
@@ -81,7 +83,7 @@ def test_cli_rejects_bad_method_settings_in_one_line(tmp_path: Path, capsys):
 
 
 def _tiny_flow(steps: int) -> RunConfig:
-    return RunConfig.from_dict(deep_update(preset_config("digits-flow"), deep_update(TINY, {"train": {"steps": steps}})))
+    return RunConfig.from_dict(deep_update(preset_config("digits-flow"), deep_update(TINY_NET, {"train": {"steps": steps}})))
 
 
 def test_resumed_flow_run_matches_uninterrupted_run_bit_for_bit(tmp_path: Path):

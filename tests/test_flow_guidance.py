@@ -24,7 +24,7 @@ from diffusionlab.denoiser import Denoiser
 from diffusionlab.guidance import ClassifierFreeGuidance
 from diffusionlab.processes.flow import OTFlowPath
 from diffusionlab.samplers import NFECounter, solve_ode
-from helpers import TINY
+from helpers import TINY_NET
 from test_samplers import _one_thread, check_mixture  # noqa: F401 (autouse fixture)
 
 F64 = torch.float64
@@ -114,7 +114,7 @@ def test_cfg_scale_above_1_sharpens_toward_the_class() -> None:
 def test_class_conditional_flow_run_samples_with_guidance(tmp_path: Path, capsys) -> None:
     """Train a tiny class-conditional flow run; `sample --class --guidance-scale` drives its velocity."""
     cfg = tmp_path / "tiny.json"
-    cfg.write_text(json.dumps(TINY))
+    cfg.write_text(json.dumps(TINY_NET))
     run = tmp_path / "flow"
     assert main(["train", "--preset", "digits-flow", "--config", str(cfg), "--class-conditional", "--steps", "4",
                  "--out", str(run), "--progress", "lines"]) == 0, capsys.readouterr().err

@@ -178,7 +178,8 @@ def test_bad_process_config() -> None:
         GaussianDiffusion("linear", 1000, "eps", loss="l2")
     gd = GaussianDiffusion("cosine", 250, "v", "learned", "hybrid", 0.002)
     assert GaussianDiffusion(**gd.config()).config() == {"schedule": "cosine", "T": 250, "prediction": "v",
-                                                         "variance": "learned", "loss": "hybrid", "vlb_weight": 0.002}
+                                                         "variance": "learned", "loss": "hybrid", "vlb_weight": 0.002,
+                                                         "timestep_sampling": "auto"}
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])

@@ -35,7 +35,7 @@ class PinNet(torch.nn.Module):
 
     def __init__(self, process, out_channels: int | None = None, num_classes: int | None = None,
                  time_scale: float = 1.0, seed: int = 0) -> None:
-        from diffusionlab.runs import build_network
+        from diffusionlab.models import build_network
 
         super().__init__()
         cfg = {**TINY["model"], "image_size": 8, "in_channels": 1, "out_channels": out_channels,
@@ -47,11 +47,11 @@ class PinNet(torch.nn.Module):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
         self.eval()
         self.process = process
-        self.prediction = getattr(process, "prediction", None) or process.parameterization
+        self.prediction = process.prediction
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        from diffusionlab.denoiser import expand_like
-        from diffusionlab.parameterization import Prediction, from_prediction
+        from diffusionlab.paths import expand_like
+        from diffusionlab.prediction import Prediction, from_prediction
 
         path = self.process.path
         t64 = t.to(torch.float64)
@@ -102,7 +102,7 @@ SAMPLERS = {
 
 def compute() -> dict[str, np.ndarray]:
     """Every pinned output, keyed by a name that says what produced it."""
-    from diffusionlab.sampling import generate
+    from diffusionlab.sampling import SamplerOptions, generate
 
     torch.set_num_threads(1)
     out: dict[str, np.ndarray] = {}
@@ -111,16 +111,17 @@ def compute() -> dict[str, np.ndarray]:
         process, net = fams[name]
         den = process.denoiser(net)
         for sampler in samplers:
-            res = generate(den, process, SHAPE, 3, sampler=sampler, steps=STEPS, seed=7, batch_size=2,
-                           corrector_steps=2 if sampler in ("pc", "langevin") else None, trajectory_frames=3)
+            options = SamplerOptions(corrector_steps=2 if sampler in ("pc", "langevin") else None)
+            res = generate(den, process, SHAPE, 3, sampler, STEPS, options=options, seed=7, batch_size=2,
+                           trajectory_frames=3)
             out[f"sample/{name}/{sampler}"] = res.images.numpy()
             out[f"nfe/{name}/{sampler}"] = np.array(res.nfe)
             if res.trajectory_x0:  # ode-adaptive chooses its own steps and records no frames
                 out[f"traj/{name}/{sampler}"] = torch.stack(res.trajectory_x0).numpy()
         for spacing in ("karras", "loguniform", "time"):
-            res = generate(den, process, SHAPE, 2, sampler="dpmpp2m", steps=STEPS, seed=8, sigma_spacing=spacing)
+            res = generate(den, process, SHAPE, 2, "dpmpp2m", STEPS, options=SamplerOptions(sigma_spacing=spacing), seed=8)
             out[f"spacing/{name}/{spacing}"] = res.images.numpy()
-        res = generate(den, process, SHAPE, 2, sampler="ddim", steps=STEPS, seed=9, eta=0.5, clip_x0=False)
+        res = generate(den, process, SHAPE, 2, "ddim", STEPS, options=SamplerOptions(eta=0.5, clip_x0=False), seed=9)
         out[f"ddim-eta/{name}"] = res.images.numpy()
     out.update(_guidance_and_editing())
     out.update(_likelihoods())
@@ -134,33 +135,31 @@ def _guidance_and_editing() -> dict[str, np.ndarray]:
     from diffusionlab.inpainting import sample_inpaint
     from diffusionlab.processes import FlowMatching, GaussianDiffusion
     from diffusionlab.samplers import ddim_invert
-    from diffusionlab.sampling import generate, sampling_schedule
+    from diffusionlab.sampling import generate
 
     out: dict[str, np.ndarray] = {}
     gd = GaussianDiffusion("cosine", 100, "eps")
     den = gd.denoiser(tiny_unet(gd, num_classes=3, seed=10))
     y = torch.tensor([0, 1, 2, 1])
     for sampler in ("ddim", "heun", "ddpm"):
-        res = generate(ClassifierFreeGuidance(den, 2.5, null_label=3), gd, SHAPE, 4, sampler=sampler, steps=STEPS,
-                       seed=11, y=y)
+        res = generate(ClassifierFreeGuidance(den, 2.5, null_label=3), gd, SHAPE, 4, sampler, STEPS, seed=11, y=y)
         out[f"cfg/ddpm/{sampler}"] = res.images.numpy()
     fm = FlowMatching()
     fden = fm.denoiser(tiny_unet(fm, num_classes=3, time_scale=1000.0, seed=12))
-    res = generate(ClassifierFreeGuidance(fden, 3.0, null_label=3), fm, SHAPE, 4, sampler="ode-heun", steps=STEPS,
-                   seed=13, y=y)
+    res = generate(ClassifierFreeGuidance(fden, 3.0, null_label=3), fm, SHAPE, 4, "ode-heun", STEPS, seed=13, y=y)
     out["cfg/flow/ode-heun"] = res.images.numpy()
 
     den = gd.denoiser(tiny_unet(gd, seed=14))
-    schedule = sampling_schedule(gd, 10)
+    schedule = gd.vp_schedule(10)
     g = torch.Generator().manual_seed(15)
     known = torch.rand((2, *SHAPE), generator=g) * 2 - 1
     mask = (torch.rand(SHAPE, generator=g) < 0.5).float()
     for sampler in ("ddpm", "ddim"):
         x_T = torch.randn(known.shape, generator=torch.Generator().manual_seed(16))
         x = sample_inpaint(den.vp(), x_T, schedule, known, mask, sampler=sampler, eta=0.3, resample=2, jump=2,
-                           clip_x0=True, generator=torch.Generator().manual_seed(17))
+                           clip=(-1.0, 1.0), generator=torch.Generator().manual_seed(17))
         out[f"repaint/{sampler}"] = x.numpy()
-        x = sdedit(den.vp(), known, schedule, 0.6, sampler=sampler, eta=0.3, clip_x0=True,
+        x = sdedit(den.vp(), known, schedule, 0.6, sampler=sampler, eta=0.3, clip=(-1.0, 1.0),
                    generator=torch.Generator().manual_seed(18))
         out[f"sdedit/{sampler}"] = x.numpy()
     out["ddim-invert"] = ddim_invert(den.vp(), known, schedule).numpy()

@@ -303,17 +303,17 @@ def test_clip_x0() -> None:
     model = model_for(outside)
     xT = x_T(64, seed=11)
     abar = sched.alpha_bar[300]
-    pred = predict(model, xT, 300, abar, clip_x0=True)
+    pred = predict(model, xT, 300, abar, (-1.0, 1.0))
     assert torch.allclose(pred.x0, torch.tensor([[1.0, -1.0]], dtype=F64).expand(64, 2))
     assert torch.allclose(xT, abar.sqrt() * pred.x0 + (1 - abar).sqrt() * pred.eps, rtol=1e-12, atol=1e-12)
     resp = sched.respace(spaced_timesteps(1000, 20, "uniform"))
     target = torch.tensor([1.5, -2.0], dtype=F64)
     assert torch.allclose(sample_ddim(model, xT, resp), target.expand(64, 2), atol=1e-9)
-    assert torch.allclose(sample_ddim(model, xT, resp, clip_x0=True), torch.tensor([1.0, -1.0], dtype=F64).expand(64, 2), atol=1e-9)
-    y = sample_ddpm(model, xT, resp, clip_x0=True, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sample_ddim(model, xT, resp, clip=(-1.0, 1.0)), torch.tensor([1.0, -1.0], dtype=F64).expand(64, 2), atol=1e-9)
+    y = sample_ddpm(model, xT, resp, clip=(-1.0, 1.0), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(y, torch.tensor([1.0, -1.0], dtype=F64).expand(64, 2), atol=1e-9)
     # on data inside the range clipping is a no-op for DDIM's final x0_hat range: samples end in [-1, 1]
-    g = sample_ddpm(model_for(GAUSS), x_T(2000, seed=12), resp, clip_x0=True, generator=torch.Generator().manual_seed(0))
+    g = sample_ddpm(model_for(GAUSS), x_T(2000, seed=12), resp, clip=(-1.0, 1.0), generator=torch.Generator().manual_seed(0))
     assert float(g.abs().max()) <= 1 + 1e-9 and float(g.abs().max()) > 0.99
 
 

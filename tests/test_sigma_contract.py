@@ -14,9 +14,10 @@ import torch
 
 from analytic_paths import OTPath, PathNet
 from diffusionlab.analytic import AnalyticNet, GaussianMixture
-from diffusionlab.denoiser import END_CLIP, Denoiser
+from diffusionlab.denoiser import Denoiser
+from diffusionlab.paths import END_CLIP
 from diffusionlab.errors import ConfigError
-from diffusionlab.parameterization import Parameterization, Prediction, from_prediction, to_prediction
+from diffusionlab.prediction import PredictionType, from_prediction, to_prediction
 from diffusionlab.processes import DiscreteVPPath
 from diffusionlab.schedules import make_schedule
 
@@ -89,8 +90,8 @@ def test_sigma_model_of_flow_denoiser_is_the_ve_posterior_mean(kind: str) -> Non
         assert torch.allclose(D(x_tilde, torch.tensor(sigma, dtype=F64)), MIX.posterior_x0(x_tilde, 1.0, sigma), rtol=1e-8, atol=1e-8 * sigma)
 
 
-@pytest.mark.parametrize("kind", list(Parameterization))
-def test_eps_to_score_to_eps_round_trip_through_every_parameterization(kind: Parameterization) -> None:
+@pytest.mark.parametrize("kind", list(PredictionType))
+def test_eps_to_score_to_eps_round_trip_through_every_parameterization(kind: PredictionType) -> None:
     """eps -> kind -> score -> kind -> eps, exactly (float64), on a continuous path with derivatives."""
     g = torch.Generator().manual_seed(3)
     x0, eps = torch.randn(64, 3, generator=g, dtype=F64), torch.randn(64, 3, generator=g, dtype=F64)
@@ -98,11 +99,11 @@ def test_eps_to_score_to_eps_round_trip_through_every_parameterization(kind: Par
     path = OTPath()
     coef = (path.alpha(t), path.sigma(t), path.d_alpha(t), path.d_sigma(t))
     x_t = coef[0] * x0 + coef[1] * eps
-    out = from_prediction(to_prediction(eps, Parameterization.EPS, x_t, *coef), kind, *coef)
-    score = from_prediction(to_prediction(out, kind, x_t, *coef), Parameterization.SCORE, *coef)
+    out = from_prediction(to_prediction(eps, PredictionType.EPS, x_t, *coef), kind, *coef)
+    score = from_prediction(to_prediction(out, kind, x_t, *coef), PredictionType.SCORE, *coef)
     assert torch.allclose(score, -eps / coef[1], rtol=1e-12, atol=1e-12)
-    back = from_prediction(to_prediction(score, Parameterization.SCORE, x_t, *coef), kind, *coef)
-    eps_back = from_prediction(to_prediction(back, kind, x_t, *coef), Parameterization.EPS, *coef)
+    back = from_prediction(to_prediction(score, PredictionType.SCORE, x_t, *coef), kind, *coef)
+    eps_back = from_prediction(to_prediction(back, kind, x_t, *coef), PredictionType.EPS, *coef)
     assert torch.allclose(back, out, rtol=1e-10, atol=1e-10) and torch.allclose(eps_back, eps, rtol=1e-10, atol=1e-10)
 
 

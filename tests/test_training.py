@@ -18,7 +18,8 @@ from diffusionlab.training.checkpoint import (
     save_checkpoint,
     unflatten_optimizer_state,
 )
-from diffusionlab.training.config import PRESETS, RunConfig, deep_update, preset_config
+from diffusionlab.training.config import RunConfig, deep_update, preset_config
+from diffusionlab.training.presets import PRESETS
 from diffusionlab.training.determinism import BatchStream, derive_seed
 from diffusionlab.training.ema import EMA
 from diffusionlab.training.trainer import train

@@ -16,7 +16,7 @@ from scipy.stats import norm
 from diffusionlab.analytic import AnalyticNet, GaussianMixture
 from diffusionlab.errors import ConfigError
 from diffusionlab.evaluation.likelihood import variational_bound
-from diffusionlab.parameterization import Prediction
+from diffusionlab.prediction import Prediction
 from diffusionlab.processes import (
     GaussianDiffusion,
     discretized_gaussian_log_likelihood,
@@ -28,7 +28,7 @@ from diffusionlab.processes import (
 )
 from diffusionlab.samplers import NFECounter, sample_ddpm
 from diffusionlab.schedules import make_schedule, spaced_timesteps
-from diffusionlab.training.timesteps import LossSecondMomentSampler
+from diffusionlab.processes.timesteps import LossSecondMomentSampler
 
 F64 = torch.float64
 BINS = torch.arange(256, dtype=F64) / 127.5 - 1  # the 256 pixel values of data scaled to [-1, 1]

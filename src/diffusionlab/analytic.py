@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .parameterization import Parameterization, Prediction, from_prediction
-from .processes.gaussian import DiscreteVPPath
+from .prediction import PredictionType, Prediction, from_prediction
+from .processes.ddpm import DiscreteVPPath
 from .schedules import NoiseSchedule
 
 
@@ -174,12 +174,12 @@ class AnalyticNet:
     `Denoiser(net, prediction, DiscreteVPPath(schedule))` turns it into a sampler model.
     """
 
-    def __init__(self, data: GaussianMixture, schedule: NoiseSchedule, prediction: str | Parameterization = "eps"):
+    def __init__(self, data: GaussianMixture, schedule: NoiseSchedule, prediction: str | PredictionType = "eps"):
         self.data = data
         self.schedule = schedule
         self.path = DiscreteVPPath(schedule)
-        self.prediction = Parameterization.parse(prediction)
-        if self.prediction is Parameterization.VELOCITY:
+        self.prediction = PredictionType.parse(prediction)
+        if self.prediction is PredictionType.VELOCITY:
             raise ConfigError("a discrete schedule has no velocity parameterization")
 
     def rates(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,11 +193,11 @@ class AnalyticNet:
         return a.to(x.dtype), b.to(x.dtype)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """The optimal output of kind `prediction` at (x_t, t)."""
+        """The optimal output of type `prediction` at (x_t, t)."""
         a, b = self.rates(t, x)
-        if self.prediction is Parameterization.EPS:  # the common case: skip E[x0 | x_t]
+        if self.prediction is PredictionType.EPS:  # the common case: skip E[x0 | x_t]
             return self.data.posterior_eps(x, a, b)
-        if self.prediction is Parameterization.X0:
+        if self.prediction is PredictionType.X0:
             return self.data.posterior_x0(x, a, b)
         shape = (-1,) + (1,) * (x.ndim - 1) if a.ndim else ()
         pred = self.data.posterior_mean(x, a, b)
@@ -223,7 +223,7 @@ class ConditionalAnalyticNet(AnalyticNet):
     log p(y | x_t) = log r_y(x_t), the target of classifier guidance.
     """
 
-    def __init__(self, data: GaussianMixture, schedule: NoiseSchedule, prediction: str | Parameterization = "eps"):
+    def __init__(self, data: GaussianMixture, schedule: NoiseSchedule, prediction: str | PredictionType = "eps"):
         super().__init__(data, schedule, prediction)
         self.components = [
             AnalyticNet(GaussianMixture(torch.ones(1), data.means[k : k + 1], data.variances[k : k + 1]), schedule, prediction)

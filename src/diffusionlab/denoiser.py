@@ -1,7 +1,7 @@
 """The one model contract between trained networks and samplers.
 
 A *network* is any callable `net(x, t, y=None) -> Tensor` (t: network time, shape (B,); y: class
-labels or None). A `Denoiser` pairs it with what its output means (`Parameterization`) and with the
+labels or None). A `Denoiser` pairs it with what its output means (`PredictionType`) and with the
 Gaussian path x_t = alpha(t) x0 + sigma(t) eps it was trained on, and answers the one question every
 sampler asks:
 
@@ -22,75 +22,26 @@ Two more views serve the continuous-time samplers:
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Protocol
+from typing import Callable
 
-import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .parameterization import Parameterization, Prediction, from_prediction, to_prediction
+from .paths import GaussianPath, batch_time, expand_like, sigma_range, time_range, vp_scale
+from .prediction import Prediction, PredictionType, from_prediction, to_prediction
 
 Network = Callable[..., Tensor]
 Model = Callable[[Tensor, Tensor], Prediction]  # the sampler contract: model(x_t, t) -> Prediction
 SigmaModel = Callable[[Tensor, Tensor], Tensor]  # EDM's D(x~, sigma~) -> x0_hat in VE coordinates
 
-# Where sigma~ = sigma / alpha is infinite (alpha = 0: flow matching's t = 0) or zero (sigma = 0), sampling
-# starts (ends) this fraction of the time range inside the path's end instead: for the OT path that is
-# t = 1e-3, sigma~ = 999, where x_t = alpha x~ with x~ ~ N(0, sigma~^2 I) matches x_t ~ N(0, (1 + 1e-6) I).
-END_CLIP = 1e-3
-
-
-class GaussianPath(Protocol):
-    """x_t = alpha(t) x0 + sigma(t) eps, with t the time the network is given."""
-
-    def alpha(self, t: Tensor) -> Tensor: ...
-
-    def sigma(self, t: Tensor) -> Tensor: ...
-
-    def d_alpha(self, t: Tensor) -> Tensor | None: ...
-
-    def d_sigma(self, t: Tensor) -> Tensor | None: ...
-
-    @property
-    def t_noise(self) -> float:
-        """The time at the noise end of the trained range (sampling starts here)."""
-        ...
-
-    @property
-    def t_data(self) -> float:
-        """The time at the data end of the trained range (sampling ends here)."""
-        ...
-
-    def t_from_ratio(self, r: Tensor) -> Tensor:
-        """The time t at which sigma(t) / alpha(t) = r, on [t_data, t_noise]."""
-        ...
-
-
-def expand_like(v: Tensor, x: Tensor) -> Tensor:
-    """Reshape a per-example (B,) or scalar coefficient to broadcast against x of shape (B, ...)."""
-    v = v.to(device=x.device, dtype=x.dtype)
-    if v.ndim == 0:
-        return v
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-def batch_time(t: Tensor | float, x: Tensor) -> Tensor:
-    """t as a float tensor of shape (B,) on x's device."""
-    t = torch.as_tensor(t, dtype=torch.float64 if not torch.is_tensor(t) else None)
-    t = t.to(x.device)
-    if t.ndim == 0:
-        t = t.expand(x.shape[0])
-    return t
-
 
 class Denoiser:
     """A network plus the meaning of its output on a Gaussian path; `denoiser(x_t, t, y)` gives x0_hat, eps_hat."""
 
-    def __init__(self, net: Network, parameterization: Parameterization | str, path: GaussianPath,
+    def __init__(self, net: Network, prediction: PredictionType | str, path: GaussianPath,
                  learned_variance: bool = False):
         self.net = net
-        self.parameterization = Parameterization.parse(parameterization)
+        self.prediction = PredictionType.parse(prediction)
         self.path = path
         # iDDPM (Nichol & Dhariwal 2021, section 3.1): the network emits 2C channels, the prediction and
         # v in [-1, 1]; the second half becomes Prediction.var_frac = (v + 1) / 2.
@@ -112,7 +63,7 @@ class Denoiser:
             var_frac = (v + 1) / 2
         pred = to_prediction(
             out,
-            self.parameterization,
+            self.prediction,
             x,
             expand_like(path.alpha(t), x),
             expand_like(path.sigma(t), x),
@@ -126,32 +77,17 @@ class Denoiser:
 
         def model(x_vp: Tensor, t: Tensor) -> Prediction:
             t = batch_time(t, x_vp)
-            scale = expand_like((self.path.alpha(t) ** 2 + self.path.sigma(t) ** 2).sqrt(), x_vp)
-            return self(x_vp * scale, t, y)
+            return self(x_vp * expand_like(vp_scale(self.path, t), x_vp), t, y)
 
         return model
 
     def time_range(self) -> tuple[float, float]:
-        """(t at the noise end, t at the data end), moved END_CLIP inside an end where sigma~ is infinite or 0."""
-        path = self.path
-        t_noise, t_data = float(path.t_noise), float(path.t_data)
-        span = t_data - t_noise
-        if not math.isfinite(self._ratio(t_noise)):
-            t_noise += END_CLIP * span
-        if not self._ratio(t_data) > 0:
-            t_data -= END_CLIP * span
-        return t_noise, t_data
+        """(t at the noise end, t at the data end) of the path, clipped where sigma~ is infinite or 0 (`paths.time_range`)."""
+        return time_range(self.path)
 
-    def _ratio(self, t: float) -> float:
-        """sigma~ = sigma(t) / alpha(t) at one time t (inf where alpha = 0)."""
-        t_ = torch.tensor([t], dtype=torch.float64)
-        alpha, sigma = float(self.path.alpha(t_)[0]), float(self.path.sigma(t_)[0])
-        return sigma / alpha if alpha > 0 else math.inf
-
-    def sigma_range(self) -> tuple[float, float]:
-        """(sigma~_min, sigma~_max): the VE noise levels at the data and noise ends of `time_range()`."""
-        t_noise, t_data = self.time_range()
-        return self._ratio(t_data), self._ratio(t_noise)
+    def sigma_range(self, cap: float | None = None) -> tuple[float, float]:
+        """(sigma~_min, sigma~_max) of `time_range()`, sigma~_max at most `cap` (`paths.sigma_range`)."""
+        return sigma_range(self.path, cap)
 
     def sigma_model(self, y: Tensor | None = None) -> SigmaModel:
         """This model as EDM's D(x~, sigma~) -> x0_hat (Karras et al. 2022, eq. 3 and Table 1)."""
@@ -171,7 +107,7 @@ class Denoiser:
         if d_a is None or d_s is None:
             raise ConfigError("this model's path is discrete (DDPM): time-space ODE solvers need a continuous path")
         coef = [expand_like(c, x) for c in (path.alpha(t), path.sigma(t), d_a, d_s)]
-        return from_prediction(self(x, t, y), Parameterization.VELOCITY, *coef)
+        return from_prediction(self(x, t, y), PredictionType.VELOCITY, *coef)
 
     def score(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """grad_x log q_t(x) = -eps_hat / sigma(t)."""

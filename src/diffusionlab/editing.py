@@ -13,9 +13,9 @@ from torch import Tensor
 
 from .denoiser import Model
 from .errors import ConfigError
-from .processes.gaussian import q_sample
+from .processes.ddpm import q_sample
 from .samplers import sample_ddim, sample_ddpm
-from .samplers.common import StepCallback, noop_callback
+from .samplers.common import ClipRange, StepCallback, noop_callback
 from .schedules import NoiseSchedule
 
 
@@ -36,11 +36,11 @@ def sdedit(
     sampler: str = "ddim",
     eta: float = 0.0,
     variance: str = "beta_tilde",
-    clip_x0: bool = False,
+    clip: ClipRange = None,
     generator: torch.Generator | None = None,
     callback: StepCallback = noop_callback,
 ) -> Tensor:
-    """Noise `x_guide` (in [-1, 1]) to step round(strength K) with q_sample, then denoise it with `sampler`."""
+    """Noise `x_guide` (in the model's space) to step round(strength K) with q_sample, then denoise it with `sampler`."""
     if sampler not in ("ddpm", "ddim"):
         raise ConfigError(f"SDEdit runs with the ddpm or ddim sampler, not {sampler!r}")
     k0 = start_step(schedule, strength)
@@ -52,8 +52,8 @@ def sdedit(
     # Lines 3-5: the reverse process from t0 only -- the schedule truncated to its first k0 steps.
     sub = NoiseSchedule(schedule.alpha_bar[: k0 + 1], schedule.timesteps[: k0 + 1])
     if sampler == "ddpm":
-        return sample_ddpm(model, x, sub, variance=variance, clip_x0=clip_x0, generator=generator, callback=callback)
-    return sample_ddim(model, x, sub, eta=eta, clip_x0=clip_x0, generator=generator, callback=callback)
+        return sample_ddpm(model, x, sub, variance=variance, clip=clip, generator=generator, callback=callback)
+    return sample_ddim(model, x, sub, eta=eta, clip=clip, generator=generator, callback=callback)
 
 
 __all__ = ["sdedit", "start_step"]

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .denoiser import Denoiser, batch_time, expand_like
+from .denoiser import Denoiser
+from .paths import batch_time, expand_like
 from .errors import ConfigError
-from .parameterization import Prediction, x0_from_eps
+from .prediction import Prediction, x0_from_eps
 
 # classifier(x_t, t) -> logits (B, num_classes), t the network time of the model it guides
 Classifier = Callable[[Tensor, Tensor], Tensor]
@@ -45,7 +46,7 @@ class ClassifierFreeGuidance(Denoiser):
     """eps_null + S (eps_c - eps_null) (and the same for x0_hat); S = 1 conditional, S = 0 unconditional."""
 
     def __init__(self, model: Denoiser, guidance_scale: float, null_label: int):
-        super().__init__(model.net, model.parameterization, model.path, model.learned_variance)
+        super().__init__(model.net, model.prediction, model.path, model.learned_variance)
         self.model, self.guidance_scale, self.null_label = model, float(guidance_scale), int(null_label)
 
     def __call__(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Prediction:
@@ -80,7 +81,7 @@ class ClassifierGuidance(Denoiser):
     """eps_bar = eps - W sigma(t) grad_x log f_phi(y | x_t, t) (Dhariwal & Nichol 2021, Algorithm 2)."""
 
     def __init__(self, model: Denoiser, classifier: Classifier, classifier_scale: float, pass_label: bool = False):
-        super().__init__(model.net, model.parameterization, model.path, model.learned_variance)
+        super().__init__(model.net, model.prediction, model.path, model.learned_variance)
         self.model, self.classifier, self.classifier_scale = model, classifier, float(classifier_scale)
         self.pass_label = pass_label  # also give y to the wrapped model (a conditional or CFG model)
 

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from .denoiser import Model
 from .errors import ConfigError
-from .processes.vlb import reverse_log_variance, reverse_mean
-from .samplers.common import StepCallback, noop_callback, predict
+from .samplers.common import ClipRange, StepCallback, noop_callback
+from .samplers.ddim import ddim_step
+from .samplers.ddpm import ddpm_step
 from .schedules import NoiseSchedule
 
 
@@ -50,11 +51,11 @@ def sample_inpaint(
     eta: float = 0.0,
     resample: int = 1,
     jump: int = 1,
-    clip_x0: bool = False,
+    clip: ClipRange = None,
     generator: torch.Generator | None = None,
     callback: StepCallback = noop_callback,
 ) -> Tensor:
-    """RePaint from x = x_K ~ N(0, I): `known` images in [-1, 1], `mask` (1 = known) broadcastable to x."""
+    """RePaint from x = x_K ~ N(0, I): `known` images in the model's space, `mask` (1 = known) broadcastable to x."""
     if sampler not in ("ddpm", "ddim"):
         raise ConfigError(f"inpainting runs with the ddpm or ddim sampler, not {sampler!r}")
     mask = mask.to(x)
@@ -71,19 +72,16 @@ def sample_inpaint(
             ratio = abar[k_next] / abar[k]
             x = ratio.sqrt() * x + (1 - ratio).sqrt() * noise()
             continue
-        abar_t, abar_prev = abar[k], abar[k - 1]
+        abar_prev = abar[k - 1]
         # Line 5: the known region at k-1 from the forward process, x_{k-1}^known ~ q(x_{k-1} | x0); exact at k = 1.
         z_known = noise() if k > 1 else torch.zeros_like(x)
         x_known = abar_prev.sqrt() * known + (1 - abar_prev).sqrt() * z_known
-        # Lines 6-7: the unknown region by one reverse step of the chosen sampler.
-        pred = predict(model, x, schedule.timesteps[k], abar_t, clip_x0)
+        # Lines 6-7: the unknown region by one reverse step of the chosen sampler, the samplers' own step functions.
         z = noise() if k > 1 else torch.zeros_like(x)
-        if sampler == "ddpm":  # Ho et al. 2020, Algorithm 2, line 4 in the posterior-mean form (their eq. 7)
-            log_var = reverse_log_variance(schedule, k, x, variance, pred.var_frac)
-            x_unknown = reverse_mean(schedule, pred.x0, x, k) + torch.exp(0.5 * log_var) * z
+        if sampler == "ddpm":  # Ho et al. 2020, Algorithm 2, line 4
+            x_unknown, pred = ddpm_step(model, x, schedule, k, z, variance=variance, clip=clip)
         else:  # DDIM, Song et al. 2021, eq. 12 with sigma of their eq. 16
-            sigma = eta * ((1 - abar_prev) / (1 - abar_t)).sqrt() * (1 - abar_t / abar_prev).sqrt()
-            x_unknown = abar_prev.sqrt() * pred.x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * pred.eps + sigma * z
+            x_unknown, pred = ddim_step(model, x, schedule, k, z, eta=eta, clip=clip)
         # Line 8: x_{k-1} = m * x^known + (1 - m) * x^unknown.
         x = mask * x_known + (1 - mask) * x_unknown
         callback(k, x, pred.x0)

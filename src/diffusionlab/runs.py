@@ -8,28 +8,13 @@ from pathlib import Path
 
 import torch
 
+from .codecs import Codec, build_codec
 from .denoiser import Denoiser
-from .errors import CheckpointError, ConfigError
-from .processes import NCSN, VESDE, VPSDE, FlowMatching, GaussianDiffusion, Process
+from .errors import CheckpointError
+from .models import build_network
+from .processes import Process
 from .training.checkpoint import latest_checkpoint, load_checkpoint
-from .training.config import METHODS, ProcessConfig, RunConfig
-
-
-def build_process(cfg: ProcessConfig) -> Process:
-    """The training process named by `cfg.method`, with its settings (defaults where unset)."""
-    if cfg.method == "ddpm":
-        return GaussianDiffusion(cfg.schedule, cfg.T, cfg.prediction, cfg.variance, cfg.loss, cfg.vlb_weight)
-    families = {"flow": FlowMatching, "ncsn": NCSN, "vpsde": VPSDE, "vesde": VESDE}
-    if cfg.method not in families:
-        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
-    return families[cfg.method](**cfg.settings())
-
-
-def build_network(model_cfg: dict) -> torch.nn.Module:
-    """The UNet described by a config's `model` section."""
-    from .models import UNet, UNetConfig
-
-    return UNet(UNetConfig.from_dict(model_cfg))
+from .training.config import RunConfig
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -55,14 +40,20 @@ class LoadedRun:
     denoiser: Denoiser
     step: int
     checkpoint: Path
+    codec: Codec
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images this run generates."""
+    def model_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the network sees and the samplers draw (the codec's latent shape)."""
         m = self.config.model
         size = m["image_size"]
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return (m["in_channels"], h, w)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images this run generates (after decoding)."""
+        return self.codec.image_shape(self.model_shape)
 
 
 def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True) -> LoadedRun:
@@ -70,11 +61,12 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True
     cfg = read_run_config(run_dir)
     ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     ckpt = load_checkpoint(ckpt_path, with_optimizer=False)
-    process = build_process(cfg.process)
+    process = cfg.process.build()
     net = build_network(cfg.model)
     try:
         net.load_state_dict(ckpt.ema if use_ema else ckpt.model)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {ckpt_path} does not match the model in config.json ({str(e).splitlines()[0][:100]})") from None
     net.eval()
-    return LoadedRun(cfg, process, net, process.denoiser(net), ckpt.step, ckpt_path)
+    codec = build_codec(cfg.codec, Path(run_dir))
+    return LoadedRun(cfg, process, net, process.denoiser(net), ckpt.step, ckpt_path, codec)

@@ -1,11 +1,12 @@
-"""Pictures people look at: sample grids, denoising animations, loss curves. All files are written atomically."""
+"""Pictures people look at: sample grids, denoising animations, loss curves; and the samples file beside them.
+Every file is written atomically (atomic.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -14,9 +15,19 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from .atomic import atomic_write_bytes
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}")
+
+def write_samples(images: Tensor, out: str | os.PathLike, grid_images: Tensor | None = None,
+                  nrow: int | None = None) -> Path:
+    """Write uint8 images (N, C, H, W) to `out` (.npz with key `images`: (N, H, W) for one channel, else (N, H, W, C))
+    and a PNG grid of the first 256 (or of `grid_images`) beside it; returns the grid's path."""
+    out = Path(out)
+    arr = images[:, 0].numpy() if images.shape[1] == 1 else images.permute(0, 2, 3, 1).numpy()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=arr)
+    atomic_write_bytes(out, buf.getvalue())
+    return save_grid((images if grid_images is None else grid_images)[:256], out.with_suffix(".png"), nrow=nrow)
 
 
 def grid_array(images: Tensor, nrow: int | None = None, padding: int = 1, min_tile: int = 32) -> np.ndarray:
@@ -46,9 +57,9 @@ def _to_pil(arr: np.ndarray) -> Image.Image:
 def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
     """Write uint8 images (N, C, H, W) as one PNG grid."""
     path = Path(path)
-    tmp = _tmp_for(path)
-    _to_pil(grid_array(images, nrow)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    _to_pil(grid_array(images, nrow)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -69,9 +80,9 @@ def save_trajectory_gif(
         draw.text((w + 8, 1), "x0 prediction", fill=(0, 0, 0))
         pil_frames.append(img)
     pil_frames += [pil_frames[-1]] * fps  # hold the final samples for a second
-    tmp = _tmp_for(path)
-    pil_frames[0].save(tmp, format="GIF", save_all=True, append_images=pil_frames[1:], duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    pil_frames[0].save(buf, format="GIF", save_all=True, append_images=pil_frames[1:], duration=int(1000 / fps), loop=0)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -105,8 +116,8 @@ def plot_metrics(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -
     ax[1].set_title("learning rate")
     fig.tight_layout()
     out_path = Path(out_path)
-    tmp = _tmp_for(out_path)
-    fig.savefig(tmp, dpi=100, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, out_path)
+    atomic_write_bytes(out_path, buf.getvalue())
     return out_path

@@ -66,6 +66,10 @@ class ImageDataset:
         return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, {labels})"
 
 
+# The model range of pixels (SPEC.md notation: data x0 scaled to [-1, 1]); 0 maps to -1 and 255 to 1.
+PIXEL_RANGE = (-1.0, 1.0)
+
+
 def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
     """Map uint8 pixels 0..255 to float32 in [-1, 1] (x / 127.5 - 1)."""
     # Refuse other dtypes: a float image already in [0, 1] would otherwise silently land near -1.

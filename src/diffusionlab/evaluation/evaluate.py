@@ -17,7 +17,7 @@ from ..data import ImageDataset, load_dataset
 from ..errors import ConfigError, DataError
 from ..runs import LoadedRun
 from ..training.config import DataConfig
-from .likelihood import variational_bound
+from .likelihood import require_bound, variational_bound
 from .ode_likelihood import ode_bits_per_dim
 
 
@@ -49,9 +49,7 @@ def nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int 
                variance: str | None = None, clip_x0: bool = True, batch_size: int = 256, seed: int = 0,
                progress: bool = False) -> dict[str, Any]:
     """The variational bound in bits/dim on the first n images of a split (a fixed, seeded subset)."""
-    if not hasattr(run.process, "schedule"):  # the bound sums DDPM's discrete KL terms (SPEC section 1)
-        raise ConfigError(f"the variational bound needs a discrete DDPM model; for method {run.process.method} "
-                          f"use --nll --ode (the probability-flow ODE NLL)")
+    require_bound(run.process)
     data, images, y = nll_images(run, split, n, seed)
     res = variational_bound(run.denoiser, run.process, images, steps=steps, spacing=spacing, variance=variance,
                             clip_x0=clip_x0, batch_size=batch_size, seed=seed, y=y, progress=progress)
@@ -68,10 +66,13 @@ def ode_nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: 
     return {**res.to_dict(), **_describe(run, data, split, y)}
 
 
+EXTRACTORS = ("auto", "domain", "inception")
+
+
 def build_extractor(kind: str, train: ImageDataset, test: ImageDataset | None, *, inception_weights: str | None = None,
                     download: bool = False, cache_dir: Path | None = None, progress: bool = False) -> Any:
     """The feature extractor: 'inception' (FID weights from a local file) or 'domain' (a classifier we train)."""
-    from .extractors import DomainExtractor, InceptionExtractor, domain_extractor
+    from .extractors import InceptionExtractor, domain_extractor
 
     if kind == "auto":
         kind = "inception" if (inception_weights or download) else "domain"
@@ -81,7 +82,7 @@ def build_extractor(kind: str, train: ImageDataset, test: ImageDataset | None, *
         return InceptionExtractor(inception_weights, download=download)
     if kind == "domain":
         return domain_extractor(train, test, cache_dir=cache_dir, progress=progress)
-    raise ConfigError(f"unknown extractor {kind!r}; choose auto, domain or inception")
+    raise ConfigError(f"unknown extractor {kind!r}; choose from {', '.join(EXTRACTORS)}")
 
 
 def quality_with_floor(fake: torch.Tensor, train: ImageDataset, test: ImageDataset, extractor: Any, *, k: int = 3,

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write_bytes
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError, DataError
+from .cache import cache_dir, cache_root
 from .inception import FEATURE_DIM, FID_WEIGHTS_FILE, load_inception, preprocess, sha256_file
 
 # Bump when the architecture, preprocessing or training loop changes: every cached extractor is retrained.
@@ -57,30 +58,6 @@ class FeatureExtractor(Protocol):
     feature_dim: int
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]: ...
-
-
-def cache_dir() -> Path:
-    """Where trained extractors and reference features are cached: $DIFFUSIONLAB_CACHE or ~/.cache/diffusionlab."""
-    env = os.environ.get("DIFFUSIONLAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "diffusionlab"
-
-
-def _cache_root(given: str | os.PathLike | None) -> Path:
-    return Path(given).expanduser() if given is not None else cache_dir()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes via a temporary file in the same folder and os.replace (all or nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _as_uint8_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -329,7 +306,7 @@ def domain_extractor(train: ImageDataset, test: ImageDataset | None = None, cach
     s = {**DEFAULT_SETTINGS, **settings}
     data = dataset_hash(train)
     key = _sha({"code_version": CODE_VERSION, "settings": s, "data": data})[:24]
-    folder = _cache_root(cache_dir) / "domain-extractors"
+    folder = cache_root(cache_dir) / "domain-extractors"
     weights, meta = folder / f"{key}.safetensors", folder / f"{key}.json"
 
     cached = _load_cached(weights, meta, key)
@@ -340,7 +317,7 @@ def domain_extractor(train: ImageDataset, test: ImageDataset | None = None, cach
             acc = accuracy(model, test)  # same weights, different test split: re-measure (cheap)
             info = {**info, "test": {"name": test.name, "data_hash": test_hash, "accuracy": acc},
                     "name": _display_name(train, key, acc)}
-            _atomic_write_bytes(meta, json.dumps(info, indent=1).encode())
+            atomic_write_bytes(meta, json.dumps(info, indent=1).encode())
         return DomainExtractor(model, info)
 
     from safetensors.torch import save as save_safetensors
@@ -362,8 +339,8 @@ def domain_extractor(train: ImageDataset, test: ImageDataset | None = None, cach
         "num_classes": train.num_classes,
     }
     # Weights first, JSON last: the JSON's presence (with the matching key) marks a complete entry.
-    _atomic_write_bytes(weights, save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}))
-    _atomic_write_bytes(meta, json.dumps(info, indent=1).encode())
+    atomic_write_bytes(weights, save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}))
+    atomic_write_bytes(meta, json.dumps(info, indent=1).encode())
     return DomainExtractor(model, info)
 
 
@@ -382,7 +359,7 @@ def reference_features(extractor: FeatureExtractor, dataset: ImageDataset, n: in
     if not 1 <= n <= len(dataset):
         raise DataError(f"asked for {n} reference images but {dataset.name} has {len(dataset)}")
     key = _sha({"extractor": extractor_key(extractor), "data": dataset_hash(dataset), "n": n, "seed": seed})[:24]
-    path = _cache_root(cache_dir) / "reference-features" / f"{key}.npz"
+    path = cache_root(cache_dir) / "reference-features" / f"{key}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -397,5 +374,5 @@ def reference_features(extractor: FeatureExtractor, dataset: ImageDataset, n: in
     buf = io.BytesIO()
     arrays = {"features": feats} if logits is None else {"features": feats, "logits": logits}
     np.savez(buf, **arrays)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return feats, logits

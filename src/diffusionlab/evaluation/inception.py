@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
+from .cache import cache_dir
 
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                    "pt_inception-2015-12-05-6726825d.pth")
@@ -275,7 +276,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_inception(path: str | os.PathLike | None = None, *, download: bool = False) -> FIDInceptionV3:
     """The FID Inception-v3 in eval mode with weights from `path` (default: the cache), downloading only if asked."""
     if path is None:
-        from .extractors import cache_dir  # lazy: extractors imports this module
         path = cache_dir() / FID_WEIGHTS_FILE
     path = Path(path).expanduser()
     if not path.is_file():

@@ -17,13 +17,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data import to_model_range
+from ..data import PIXEL_RANGE, to_model_range
 from ..denoiser import Denoiser
 from ..errors import ConfigError
-from ..processes.gaussian import GaussianDiffusion, q_sample
+from ..processes.base import Process
+from ..processes.ddpm import q_sample
 from ..processes.vlb import bits_per_dim, prior_kl, vlb_term
 from ..samplers.common import predict
-from ..sampling import sampling_schedule
 from ..training.determinism import generator
 
 
@@ -49,10 +49,17 @@ class BoundResult:
         return asdict(self)
 
 
+def require_bound(process: Process) -> None:
+    """A one-line error unless the process has DDPM's discrete bound (SPEC section 1 sums its KL terms)."""
+    if process.T is None:
+        raise ConfigError(f"the variational bound needs a discrete DDPM model; for method {process.method} "
+                          f"use --nll --ode (the probability-flow ODE NLL)")
+
+
 @torch.no_grad()
 def variational_bound(
     denoiser: Denoiser,
-    process: GaussianDiffusion,
+    process: Process,
     images: Tensor,
     *,
     steps: int | None = None,
@@ -69,7 +76,8 @@ def variational_bound(
         raise ConfigError("the bound is computed on uint8 images (N, C, H, W)")
     if len(images) == 0:
         raise ConfigError("no images to evaluate")
-    schedule = sampling_schedule(process, steps, spacing)
+    require_bound(process)
+    schedule = process.vp_schedule(process.T if steps is None else steps, spacing)
     variance = variance or process.variance
     K, D = schedule.T, images[0].numel()
     abar = schedule.alpha_bar
@@ -88,7 +96,7 @@ def variational_bound(
         for k in range(K, 0, -1):
             eps = torch.randn(x0.shape, generator=g)
             x_k = q_sample(schedule, x0, torch.full((len(x0),), k), eps)
-            pred = predict(model, x_k, schedule.timesteps[k], abar[k], clip_x0)
+            pred = predict(model, x_k, schedule.timesteps[k], abar[k], PIXEL_RANGE if clip_x0 else None)
             term = vlb_term(schedule, x0, x_k, torch.tensor(k), pred, variance).double()
             per_step[k] += term.sum()
             total += term

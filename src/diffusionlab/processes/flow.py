@@ -1,4 +1,5 @@
-"""Conditional flow matching on the optimal-transport path (Lipman et al. 2023; SPEC.md section 6).
+"""The flow-matching family (`--method flow`): conditional flow matching on the optimal-transport path
+(Lipman et al. 2023; SPEC.md section 6).
 
 SPEC's time convention: t = 0 is noise, t = 1 is data. The conditional OT path is
 psi_t(x0) = (1 - (1 - sigma_min) t) x0 + t x1, with SPEC's x0 ~ N(0, I) the noise and x1 the data.
@@ -8,7 +9,7 @@ This repo calls the data x0 and the noise eps (the Denoiser contract), so here
     x_t = alpha(t) x0 + sigma(t) eps,   alpha(t) = t,   sigma(t) = 1 - (1 - sigma_min) t
 
 and the conditional target d psi_t / dt = x1 - (1 - sigma_min) x0 (Lipman et al. eq. 23) reads
-alpha'(t) x0 + sigma'(t) eps = x0 - (1 - sigma_min) eps: exactly `Parameterization.VELOCITY`.
+alpha'(t) x0 + sigma'(t) eps = x0 - (1 - sigma_min) eps: exactly `PredictionType.VELOCITY`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..parameterization import Parameterization
+from ..prediction import PredictionType
+from .base import Setting
 from .continuous import ContinuousProcess
 
 
@@ -57,14 +59,15 @@ class FlowMatching(ContinuousProcess):
     """L_CFM = E_{t ~ U[0, 1]} || v_theta(psi_t, t) - (x1 - (1 - sigma_min) x0) ||^2 (SPEC.md section 6)."""
 
     method = "flow"
+    # sigma_min of the OT path: small, so that x_1 is the data up to a barely visible blur.
+    settings = (Setting("sigma_min", 1e-4, float, "the OT path's sigma_min"),)
     default_sampler = "ode-euler"  # SPEC section 6: integrate dx/dt = v_theta from t = 0 to 1
-    default_steps = 50
 
     def __init__(self, sigma_min: float = 1e-4):
         if not 0.0 <= sigma_min < 1.0:
             raise ConfigError(f"flow sigma_min must be in [0, 1), got {sigma_min}")
-        super().__init__(OTFlowPath(float(sigma_min)), Parameterization.VELOCITY)
+        super().__init__(OTFlowPath(float(sigma_min)), PredictionType.VELOCITY)
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings."""
-        return {"method": self.method, "sigma_min": self.path.sigma_min}
+        return {"sigma_min": self.path.sigma_min}

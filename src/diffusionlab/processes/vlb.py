@@ -20,9 +20,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..denoiser import expand_like
+from ..paths import expand_like
 from ..errors import ConfigError
-from ..parameterization import Prediction
+from ..prediction import Prediction
 from ..schedules import NoiseSchedule
 
 VARIANCES = ("beta", "beta_tilde", "learned")

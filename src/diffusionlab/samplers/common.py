@@ -8,11 +8,13 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Model
-from ..parameterization import Prediction, eps_from_x0
+from ..prediction import Prediction, eps_from_x0
 
 
 # Called after each step with the step index k (K..1), the new x and the x0 prediction used.
 StepCallback = Callable[[int, Tensor, Tensor], None]
+# The range the x0 prediction is clipped to (the data range of the codec: [-1, 1] for pixels), or None: no clipping.
+ClipRange = tuple[float, float] | None
 
 
 class NFECounter:
@@ -27,12 +29,12 @@ class NFECounter:
         return self.model(x, t)
 
 
-def predict(model: Model, x: Tensor, t: float, alpha_bar: Tensor, clip_x0: bool) -> Prediction:
-    """model(x, t) with t broadcast to the batch; if clip_x0, clamp x0_hat to [-1, 1] and recompute eps_hat."""
+def predict(model: Model, x: Tensor, t: float, alpha_bar: Tensor, clip: ClipRange = None) -> Prediction:
+    """model(x, t) with t broadcast to the batch; with a `clip` range, clamp x0_hat to it and recompute eps_hat."""
     pred = model(x, torch.full((x.shape[0],), float(t), device=x.device))
-    if clip_x0:
+    if clip is not None:
         # Ho et al.'s reference sampler clips x0 to the data range; eps must then agree with the clipped x0.
-        x0 = pred.x0.clamp(-1, 1)
+        x0 = pred.x0.clamp(*clip)
         pred = Prediction(x0, eps_from_x0(x, x0, alpha_bar.sqrt(), (1 - alpha_bar).sqrt()), pred.var_frac)
     return pred
 

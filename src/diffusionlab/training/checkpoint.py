@@ -5,6 +5,8 @@ Layout of one checkpoint, `RUN/checkpoints/step_00001000/`:
   ema.safetensors        the EMA weights (used for sampling)
   optimizer.safetensors  the optimizer's tensors (Adam moments, step counts)
   state.json             step, optimizer hyper-parameters, RNG states, EMA count, config, metadata
+and, for a model kind that trains a second network with its own optimizer (a discriminator: `extra`),
+  NAME.safetensors, optimizer_NAME.safetensors   its weights and its optimizer's tensors
 
 A checkpoint is written into a hidden temporary folder and renamed into place (rename is atomic on
 POSIX), so a checkpoint directory either exists complete or not at all; a crash mid-write can never
@@ -20,7 +22,7 @@ import random
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +34,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to `path` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -112,6 +103,8 @@ class Checkpoint:
     ema: dict[str, torch.Tensor]
     optimizer: dict[str, Any] | None
     state: dict[str, Any]
+    extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # second networks, by name
+    extra_optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -140,8 +133,16 @@ def save_checkpoint(
     optimizer: dict[str, Any],
     state: dict[str, Any],
     keep: int | None = None,
+    extra: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically and prune to the newest `keep`; returns its folder."""
+    """Write checkpoint `step` atomically and prune to the newest `keep`; returns its folder.
+
+    `extra` maps the name of each further trained network to (its weights, its optimizer's state_dict).
+    """
+    extra = extra or {}
+    for name in extra:
+        if not _NAME.match(name) or name in ("model", "ema", "optimizer", "state"):
+            raise ValueError(f"invalid extra network name {name!r}")
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -152,10 +153,17 @@ def save_checkpoint(
         save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        extra_meta = {}
+        for name, (weights, opt_state) in extra.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / f"{name}.safetensors"))
+            extra_tensors, extra_meta[name] = flatten_optimizer_state(opt_state)
+            save_file(extra_tensors, str(tmp / f"optimizer_{name}.safetensors"))
         full_state = {**state, "step": step, "optimizer": opt_meta}
+        if extra_meta:
+            full_state["extra_optimizers"] = extra_meta
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
-        for name in FILES:
-            with open(tmp / name, "rb") as f:
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
                 os.fsync(f.fileno())
         if final.exists():  # the same step written again after a resume: swap, never leave a gap
             trash = root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -197,9 +205,21 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
     model = _load_tensors(path / "model.safetensors")
     ema = _load_tensors(path / "ema.safetensors")
     optimizer = None
+    extra_meta = state.get("extra_optimizers") or {}
+    extra, extra_optimizers = {}, {}
+    for name in extra_meta:
+        if not _NAME.match(str(name)):
+            raise CheckpointError(f"checkpoint file {state_path} names an invalid network {name!r}")
+        extra[name] = _load_tensors(path / f"{name}.safetensors")
     if with_optimizer:
-        optimizer = unflatten_optimizer_state(_load_tensors(path / "optimizer.safetensors"), state["optimizer"])
-    return Checkpoint(path, step, model, ema, optimizer, state)
+        try:
+            optimizer = unflatten_optimizer_state(_load_tensors(path / "optimizer.safetensors"), state["optimizer"])
+            for name, meta in extra_meta.items():
+                extra_optimizers[name] = unflatten_optimizer_state(_load_tensors(path / f"optimizer_{name}.safetensors"),
+                                                                   meta)
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"checkpoint {path} has unreadable optimizer state") from None
+    return Checkpoint(path, step, model, ema, optimizer, state, extra, extra_optimizers)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset, to_model_range
 from ..errors import CheckpointError, ConfigError
 from ..models.classifier import ClassifierConfig, NoisyClassifier
-from ..processes.gaussian import q_sample
+from ..processes.ddpm import q_sample
 from ..schedules import NoiseSchedule, make_schedule
-from .checkpoint import atomic_write_text
+from ..atomic import atomic_write_text
 from .determinism import BatchStream, derive_seed, generator
 
 WEIGHTS, META = "classifier.safetensors", "classifier.json"

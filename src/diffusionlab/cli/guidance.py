@@ -1,4 +1,5 @@
-"""The guidance and conditioning commands of the CLI: train-classifier, inpaint, edit, and the guided model of `sample`.
+"""The guidance and conditioning commands: train-classifier, inpaint (RePaint), edit (SDEdit), and the guided model
+that `sample` uses for --class / --guidance-scale / --classifier.
 
 Heavy imports (torch, the models) happen inside the commands, so `diffusionlab --help` stays fast.
 """
@@ -6,42 +7,87 @@ Heavy imports (torch, the models) happen inside the commands, so `diffusionlab -
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .args import add_guidance_flags, add_model_flags, int_list, npz_out, positive_float, positive_int
 
 if TYPE_CHECKING:
     import torch
 
-    from .denoiser import Denoiser
-    from .runs import LoadedRun
+    from ..denoiser import Denoiser
+    from ..runs import LoadedRun
+
+
+def add_parsers(sub: Any) -> None:
+    """The train-classifier, inpaint and edit sub-commands."""
+    from ..processes.vlb import VARIANCES
+    from ..sampling import VP_SAMPLERS
+    from ..schedules import SCHEDULES
+
+    k = sub.add_parser("train-classifier", help="train a noise-aware classifier for classifier guidance",
+                       description="Train f_phi(y | x_t, t) on x_t = q_sample(x0, t, eps), t ~ U{1..T}, on the schedule of "
+                                   "RUN_DIR (and its dataset) or of --schedule/--timesteps with --dataset.")
+    k.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run whose dataset and schedule to use")
+    k.add_argument("--dataset", help="dataset source instead of a run (as in train --dataset)")
+    k.add_argument("--data-dir", help="directory of that dataset")
+    k.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="with --dataset (default cosine)")
+    k.add_argument("--timesteps", type=positive_int, default=1000, help="T, with --dataset (default 1000)")
+    k.add_argument("--out", required=True, metavar="DIR", help="folder for classifier.safetensors and classifier.json")
+    k.add_argument("--steps", type=positive_int, default=1000, help="training steps (default 1000)")
+    k.add_argument("--batch-size", type=positive_int, default=128)
+    k.add_argument("--lr", type=positive_float, default=1e-3)
+    k.add_argument("--base-channels", type=positive_int, default=32)
+    k.add_argument("--channel-mult", type=int_list, default=None, help="width multipliers per level (default 1,2,2)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--eval-n", type=positive_int, default=1000, help="test images per t bucket for the accuracy report")
+
+    def run_flags(p: argparse.ArgumentParser, default_sampler: str) -> None:
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("--image", required=True, metavar="FILE", help="PNG/JPEG, .npy, or a samples .npz (several images)")
+        p.add_argument("--n", type=positive_int, default=8, help="outputs per input image (default 8)")
+        p.add_argument("--sampler", choices=VP_SAMPLERS, default=default_sampler)
+        p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
+        p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
+        p.add_argument("--variance", choices=VARIANCES, default=None, help="DDPM sigma_t^2")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/...)")
+        add_model_flags(p)
+        add_guidance_flags(p)
+
+    i = sub.add_parser("inpaint", help="fill the unknown pixels of an image (RePaint)",
+                       description="RePaint (Lugmayr et al. 2022): known pixels are re-imposed from the forward process "
+                                   "at every step; mask 1 = known, 0 = generate.")
+    run_flags(i, "ddpm")
+    i.add_argument("--mask", required=True, metavar="FILE", help="PNG (0/255) or .npy (0/1), HxW; 1 = known pixel")
+    i.add_argument("--resample", type=positive_int, default=1, help="RePaint resamplings per jump point (default 1: off)")
+    i.add_argument("--jump", type=positive_int, default=1, help="RePaint jump length in steps (default 1)")
+
+    d = sub.add_parser("edit", help="SDEdit: noise an image to t = s T and denoise it",
+                       description="SDEdit (Meng et al. 2022): strength 0 returns the input, 1 ignores it.")
+    run_flags(d, "ddim")
+    d.add_argument("--strength", type=float, required=True, metavar="S", help="s in [0, 1]: start the reverse process at t = s T")
 
 
 def load_for_sampling(args: argparse.Namespace) -> tuple[LoadedRun, int]:
     """The run of args.run_dir (EMA or raw weights) and the number of sampling steps, after checking --eta/--steps."""
-    from .runs import load_run
+    from ..runs import load_run
+    from .args import sampler_and_steps
 
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1], got {args.eta}")
     run = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
-    if not hasattr(run.process, "T"):  # RePaint and SDEdit walk the discrete DDPM chain
-        raise ConfigError(f"{args.command} needs a DDPM run (method ddpm), not method {run.config.process.method!r}")
-    steps = args.steps or (run.process.T if args.sampler == "ddpm" else min(50, run.process.T))
-    if steps > run.process.T:
-        raise ConfigError(f"--steps {steps} is more than the model's T = {run.process.T}")
-    return run, steps
+    return run, sampler_and_steps(args, run.process)[1]
 
 
 def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Denoiser, torch.Tensor | None, str]:
     """The run's denoiser wrapped for --class/--guidance-scale/--classifier, the labels y (n,), and a file-name tag."""
     import torch
 
-    from .guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels
-    from .training.classifier import guidance_classifier, load_classifier
+    from ..guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels
+    from ..training.classifier import guidance_classifier, load_classifier
 
     num_classes = run.config.model.get("num_classes")
     cls, S, W = args.class_id, args.guidance_scale, args.classifier_scale
@@ -66,14 +112,17 @@ def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Deno
     elif S is not None:
         raise ConfigError("--guidance-scale needs a class-conditional run (this one is unconditional)")
     if classifier is not None:
-        fn = guidance_classifier(classifier, run.config.process.schedule, run.process.T, num_classes, run.image_shape)
+        if run.process.T is None:
+            raise ConfigError(f"classifier guidance needs a DDPM run (the classifier learns on its discrete schedule); "
+                              f"this run is method {run.process.method}")
+        fn = guidance_classifier(classifier, run.process.schedule_name, run.process.T, num_classes, run.model_shape)
         model, tag = ClassifierGuidance(model, fn, W, pass_label=num_classes is not None), f"{tag}-clf{W:g}"
     return model, y, tag
 
 
 def describe_guidance(model: Denoiser) -> str:
     """One line saying which guidance a model applies and what one NFE costs."""
-    from .guidance import ClassifierFreeGuidance, ClassifierGuidance
+    from ..guidance import ClassifierFreeGuidance, ClassifierGuidance
 
     parts = []
     while isinstance(model, (ClassifierFreeGuidance, ClassifierGuidance)):
@@ -87,42 +136,24 @@ def describe_guidance(model: Denoiser) -> str:
     return "; ".join(reversed(parts))
 
 
-def npz_out(out: Path) -> Path:
-    """Check an output .npz path (suffix, existing folder)."""
-    if out.suffix != ".npz":
-        raise ConfigError(f"--out must end in .npz, got {out}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder does not exist: {out.parent}")
-    return out
-
-
-def write_images(images: torch.Tensor, out: Path, grid_images: torch.Tensor | None = None, nrow: int | None = None) -> Path:
-    """Write uint8 images (N, C, H, W) to `out` (.npz, key images, as `sample` does) and a PNG grid beside it."""
-    import numpy as np
-
-    from .viz import save_grid
-
-    arr = images[:, 0].numpy() if images.shape[1] == 1 else images.permute(0, 2, 3, 1).numpy()
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez_compressed(tmp, images=arr)
-    os.replace(tmp, out)
-    return save_grid((images if grid_images is None else grid_images)[:256], out.with_suffix(".png"), nrow=nrow)
-
-
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     """`diffusionlab train-classifier`."""
-    from .data import load_dataset
-    from .training.classifier import train_classifier
+    from ..data import load_dataset
+    from ..training.classifier import train_classifier
 
     if (args.run_dir is None) == (args.dataset is None):
         raise ConfigError("give a RUN_DIR (its dataset and schedule) or --dataset, not both or neither")
     if args.run_dir is not None:
-        from .runs import read_run_config
+        from ..runs import read_run_config
 
         cfg = read_run_config(Path(args.run_dir))
+        process = cfg.process.build()
+        if process.T is None or cfg.codec.get("kind", "pixel") != "pixel":
+            raise ConfigError("a noisy classifier learns on a pixel-space DDPM run's schedule; "
+                              f"{args.run_dir} is method {cfg.process.method} in {cfg.codec.get('kind', 'pixel')} space")
         d = cfg.data
         source, data_dir, size, channels = d.source, d.data_dir, d.image_size, d.channels
-        schedule, T = cfg.process.schedule, cfg.process.T
+        schedule, T = process.schedule_name, process.T
         origin = {"run_dir": str(args.run_dir)}
     else:
         source, data_dir, size, channels = args.dataset, args.data_dir, None, None
@@ -151,16 +182,18 @@ def _conditioning(args: argparse.Namespace, kind: str) -> int:
     """inpaint / edit: load the run and the images, run RePaint or SDEdit in batches, write .npz + grid."""
     import torch
 
-    from .data import from_model_range, to_model_range
-    from .editing import sdedit, start_step
-    from .image_files import load_images, load_mask
-    from .inpainting import sample_inpaint
-    from .samplers import NFECounter
-    from .sampling import sampling_schedule
-    from .training.determinism import generator
+    from ..data import from_model_range, to_model_range
+    from ..editing import sdedit, start_step
+    from ..image_files import load_images, load_mask
+    from ..inpainting import sample_inpaint
+    from ..samplers import NFECounter
+    from ..training.determinism import generator
+    from ..viz import write_samples
 
     run, steps = load_for_sampling(args)
-    schedule = sampling_schedule(run.process, steps)
+    if run.codec.kind != "pixel":
+        raise ConfigError(f"{kind} works on pixels; this run's model lives in {run.codec.kind} space")
+    schedule = run.process.vp_schedule(steps)
     images = load_images(args.image, run.image_shape)
     mask = load_mask(args.mask, run.image_shape) if kind == "inpaint" else None
     if kind == "edit":
@@ -172,6 +205,7 @@ def _conditioning(args: argparse.Namespace, kind: str) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     x_in = to_model_range(images).repeat_interleave(args.n, 0)
     variance = args.variance or run.process.variance
+    clip = run.codec.x0_clip if not args.no_clip else None
     results, nfe, t0 = [], 0, time.perf_counter()
     for b, start in enumerate(range(0, total, args.batch_size)):
         xb = x_in[start : start + args.batch_size]
@@ -180,17 +214,17 @@ def _conditioning(args: argparse.Namespace, kind: str) -> int:
         if kind == "inpaint":
             x_T = torch.randn(xb.shape, generator=generator(args.seed, 0, b))
             xb = sample_inpaint(counter, x_T, schedule, xb, mask, sampler=args.sampler, variance=variance, eta=args.eta,
-                                resample=args.resample, jump=args.jump, clip_x0=not args.no_clip, generator=g)
+                                resample=args.resample, jump=args.jump, clip=clip, generator=g)
         else:
             xb = sdedit(counter, xb, schedule, args.strength, sampler=args.sampler, eta=args.eta, variance=variance,
-                        clip_x0=not args.no_clip, generator=g)
-        results.append(from_model_range(xb.clamp(-1, 1)))
+                        clip=clip, generator=g)
+        results.append(from_model_range(xb))
         nfe = max(nfe, counter.nfe)
     u8 = torch.cat(results)
     # The grid: each input (for inpainting, unknown pixels shown mid-grey) followed by its n outputs.
     shown = images if mask is None else (images * mask + 128 * (1 - mask)).to(torch.uint8)
     rows = torch.cat([torch.cat([shown[i : i + 1], u8[i * args.n : (i + 1) * args.n]]) for i in range(len(images))])
-    grid = write_images(u8, out, rows, nrow=args.n + 1)
+    grid = write_samples(u8, out, rows, nrow=args.n + 1)
     print(f"{total} outputs ({len(images)} input(s) x {args.n}), {kind} with {args.sampler} {steps} steps, NFE {nfe} "
           f"per output, {time.perf_counter() - t0:.1f} s (step {run.step} {'raw' if args.no_ema else 'EMA'} weights)")
     if tag:
@@ -210,5 +244,5 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return _conditioning(args, "edit")
 
 
-__all__ = ["cmd_edit", "cmd_inpaint", "cmd_train_classifier", "describe_guidance", "guided_model", "load_for_sampling",
-           "npz_out", "write_images"]
+__all__ = ["add_parsers", "cmd_edit", "cmd_inpaint", "cmd_train_classifier", "describe_guidance", "guided_model",
+           "load_for_sampling"]

@@ -16,8 +16,8 @@ from torch import Tensor
 from .errors import ConfigError
 
 
-class Parameterization(str, Enum):
-    """The quantity a network is trained to output."""
+class PredictionType(str, Enum):
+    """What a network output means; called `prediction` everywhere (config key, process and Denoiser attribute)."""
 
     EPS = "eps"  # the noise eps (Ho et al. 2020)
     X0 = "x0"  # the clean data
@@ -26,12 +26,12 @@ class Parameterization(str, Enum):
     VELOCITY = "velocity"  # d x_t / dt = alpha'_t x0 + sigma'_t eps (flow matching, Lipman et al. 2023)
 
     @classmethod
-    def parse(cls, value: "str | Parameterization") -> "Parameterization":
+    def parse(cls, value: "str | PredictionType") -> "PredictionType":
         """Parse a name, with a one-line error listing the choices."""
         try:
             return cls(value)
         except ValueError:
-            raise ConfigError(f"unknown parameterization {value!r}; choose from {', '.join(p.value for p in cls)}") from None
+            raise ConfigError(f"unknown prediction type {value!r}; choose from {', '.join(p.value for p in cls)}") from None
 
 
 @dataclass(frozen=True)
@@ -69,53 +69,53 @@ def score_from_eps(eps: Tensor, sigma: Tensor) -> Tensor:
 
 def to_prediction(
     output: Tensor,
-    kind: Parameterization,
+    prediction: PredictionType,
     x_t: Tensor,
     alpha: Tensor,
     sigma: Tensor,
     d_alpha: Tensor | None = None,
     d_sigma: Tensor | None = None,
 ) -> Prediction:
-    """Turn a network `output` of meaning `kind` into (x0_hat, eps_hat) at a point x_t of the path."""
-    if kind is Parameterization.EPS:
+    """Turn a network `output` of meaning `prediction` into (x0_hat, eps_hat) at a point x_t of the path."""
+    if prediction is PredictionType.EPS:
         return Prediction(x0_from_eps(x_t, output, alpha, sigma), output)
-    if kind is Parameterization.X0:
+    if prediction is PredictionType.X0:
         return Prediction(output, eps_from_x0(x_t, output, alpha, sigma))
-    if kind is Parameterization.V:
+    if prediction is PredictionType.V:
         # alpha x_t - sigma v = (alpha^2 + sigma^2) x0 and sigma x_t + alpha v = (alpha^2 + sigma^2) eps.
         norm = alpha**2 + sigma**2
         return Prediction((alpha * x_t - sigma * output) / norm, (sigma * x_t + alpha * output) / norm)
-    if kind is Parameterization.SCORE:
+    if prediction is PredictionType.SCORE:
         eps = -sigma * output
         return Prediction(x0_from_eps(x_t, eps, alpha, sigma), eps)
-    if kind is Parameterization.VELOCITY:
+    if prediction is PredictionType.VELOCITY:
         if d_alpha is None or d_sigma is None:
             raise ConfigError("a velocity output needs a path with time derivatives (a continuous-time path)")
         # Solve [alpha sigma; alpha' sigma'] [x0; eps] = [x_t; u] for (x0, eps).
         det = alpha * d_sigma - sigma * d_alpha
         return Prediction((d_sigma * x_t - sigma * output) / det, (alpha * output - d_alpha * x_t) / det)
-    raise ConfigError(f"unsupported parameterization {kind!r}")
+    raise ConfigError(f"unsupported prediction type {prediction!r}")
 
 
 def from_prediction(
     pred: Prediction,
-    kind: Parameterization,
+    prediction: PredictionType,
     alpha: Tensor,
     sigma: Tensor,
     d_alpha: Tensor | None = None,
     d_sigma: Tensor | None = None,
 ) -> Tensor:
-    """The inverse of `to_prediction`: what a network of meaning `kind` should output given (x0, eps)."""
-    if kind is Parameterization.EPS:
+    """The inverse of `to_prediction`: what a network of meaning `prediction` should output given (x0, eps)."""
+    if prediction is PredictionType.EPS:
         return pred.eps
-    if kind is Parameterization.X0:
+    if prediction is PredictionType.X0:
         return pred.x0
-    if kind is Parameterization.V:
+    if prediction is PredictionType.V:
         return v_from(pred.x0, pred.eps, alpha, sigma)
-    if kind is Parameterization.SCORE:
+    if prediction is PredictionType.SCORE:
         return score_from_eps(pred.eps, sigma)
-    if kind is Parameterization.VELOCITY:
+    if prediction is PredictionType.VELOCITY:
         if d_alpha is None or d_sigma is None:
             raise ConfigError("a velocity output needs a path with time derivatives (a continuous-time path)")
         return d_alpha * pred.x0 + d_sigma * pred.eps
-    raise ConfigError(f"unsupported parameterization {kind!r}")
+    raise ConfigError(f"unsupported prediction type {prediction!r}")

@@ -11,11 +11,11 @@ import torch
 from diffusionlab.analytic import AnalyticNet, GaussianMixture
 from diffusionlab.denoiser import Denoiser
 from diffusionlab.errors import ConfigError
-from diffusionlab.parameterization import Parameterization, Prediction, from_prediction, to_prediction
+from diffusionlab.prediction import PredictionType, Prediction, from_prediction, to_prediction
 from diffusionlab.processes import DiscreteVPPath
 from diffusionlab.schedules import make_schedule
 
-KINDS = [Parameterization.EPS, Parameterization.X0, Parameterization.V, Parameterization.SCORE]
+KINDS = [PredictionType.EPS, PredictionType.X0, PredictionType.V, PredictionType.SCORE]
 F64 = torch.float64
 
 
@@ -26,7 +26,7 @@ def _draw(seed: int, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("path", ["vp", "ve", "scaled"])
-def test_round_trip_exact(kind: Parameterization, path: str) -> None:
+def test_round_trip_exact(kind: PredictionType, path: str) -> None:
     """to_prediction(from_prediction(x0, eps)) == (x0, eps) at float64 precision, on VP and non-VP paths."""
     x0, eps = _draw(1)
     gen = torch.Generator().manual_seed(2)
@@ -44,10 +44,10 @@ def test_round_trip_exact(kind: Parameterization, path: str) -> None:
     assert torch.allclose(back.eps, eps, rtol=1e-11, atol=1e-11 * float(alpha.max() / sigma.min()))
     # and the outputs mean what their names say
     expected = {
-        Parameterization.EPS: eps,
-        Parameterization.X0: x0,
-        Parameterization.V: alpha * eps - sigma * x0,  # Salimans & Ho 2022
-        Parameterization.SCORE: -(x_t - alpha * x0) / sigma**2,  # grad log N(x_t; alpha x0, sigma^2 I)
+        PredictionType.EPS: eps,
+        PredictionType.X0: x0,
+        PredictionType.V: alpha * eps - sigma * x0,  # Salimans & Ho 2022
+        PredictionType.SCORE: -(x_t - alpha * x0) / sigma**2,  # grad log N(x_t; alpha x0, sigma^2 I)
     }[kind]
     assert torch.allclose(out, expected, rtol=1e-12, atol=1e-12)
 
@@ -59,7 +59,7 @@ def test_score_is_the_gradient_of_the_conditional_log_density() -> None:
     x_t = (alpha * x0 + sigma * eps).requires_grad_(True)
     logq = (-0.5 * (x_t - alpha * x0) ** 2 / sigma**2).sum()
     (grad,) = torch.autograd.grad(logq, x_t)
-    assert torch.allclose(from_prediction(Prediction(x0, eps), Parameterization.SCORE, alpha, sigma), grad, rtol=1e-12)
+    assert torch.allclose(from_prediction(Prediction(x0, eps), PredictionType.SCORE, alpha, sigma), grad, rtol=1e-12)
 
 
 def test_v_is_the_angular_derivative_of_a_vp_path() -> None:
@@ -68,7 +68,7 @@ def test_v_is_the_angular_derivative_of_a_vp_path() -> None:
     phi, h = 0.7, 1e-5
     x = lambda p: math.cos(p) * x0 + math.sin(p) * eps  # noqa: E731
     fd = (x(phi + h) - x(phi - h)) / (2 * h)
-    v = from_prediction(Prediction(x0, eps), Parameterization.V, torch.tensor(math.cos(phi), dtype=F64), torch.tensor(math.sin(phi), dtype=F64))
+    v = from_prediction(Prediction(x0, eps), PredictionType.V, torch.tensor(math.cos(phi), dtype=F64), torch.tensor(math.sin(phi), dtype=F64))
     assert torch.allclose(v, fd, rtol=0, atol=1e-9)
 
 
@@ -88,27 +88,27 @@ def test_velocity_round_trip_on_a_continuous_path(path: str) -> None:
     for t in [0.05, 0.3, 0.77, 0.95]:
         a, s, da, ds = (torch.tensor(f(t), dtype=F64) for f in (al, sg, dal, dsg))
         x_t = a * x0 + s * eps
-        u = from_prediction(Prediction(x0, eps), Parameterization.VELOCITY, a, s, da, ds)
+        u = from_prediction(Prediction(x0, eps), PredictionType.VELOCITY, a, s, da, ds)
         h = 1e-6
         fd = ((al(t + h) * x0 + sg(t + h) * eps) - (al(t - h) * x0 + sg(t - h) * eps)) / (2 * h)
         assert torch.allclose(u, fd, atol=1e-8, rtol=0)
         if path == "ot":  # the conditional flow-matching target x1 - (1 - sigma_min) x0_noise
             assert torch.allclose(u, x0 - (1 - sigma_min) * eps, rtol=1e-14, atol=1e-14)
-        back = to_prediction(u, Parameterization.VELOCITY, x_t, a, s, da, ds)
+        back = to_prediction(u, PredictionType.VELOCITY, x_t, a, s, da, ds)
         assert torch.allclose(back.x0, x0, rtol=1e-11, atol=1e-11)
         assert torch.allclose(back.eps, eps, rtol=1e-11, atol=1e-11)
 
 
 def test_parameterization_errors() -> None:
-    assert Parameterization.parse("v") is Parameterization.V
+    assert PredictionType.parse("v") is PredictionType.V
     with pytest.raises(ConfigError):
-        Parameterization.parse("noise")
+        PredictionType.parse("noise")
     x0, eps = _draw(6)
     one = torch.tensor(0.5, dtype=F64)
     with pytest.raises(ConfigError):
-        to_prediction(x0, Parameterization.VELOCITY, x0, one, one)
+        to_prediction(x0, PredictionType.VELOCITY, x0, one, one)
     with pytest.raises(ConfigError):
-        from_prediction(Prediction(x0, eps), Parameterization.VELOCITY, one, one)
+        from_prediction(Prediction(x0, eps), PredictionType.VELOCITY, one, one)
 
 
 MIX = GaussianMixture(

@@ -1,8 +1,9 @@
-"""Discrete-time Gaussian diffusion (DDPM; SPEC.md section 1, Ho et al. 2020).
+"""The DDPM family (`--method ddpm`): discrete-time Gaussian diffusion (SPEC.md sections 1-2; Ho et al. 2020,
+Nichol & Dhariwal 2021).
 
-Forward process q(x_t | x0), its posterior q(x_{t-1} | x_t, x0), and the training process: L_simple with
-an eps, x0 or v target, and Improved DDPM's learned variance with the hybrid or L_vlb loss (the bound
-itself is in vlb.py).
+Forward process q(x_t | x0), its posterior q(x_{t-1} | x_t, x0), the discrete path seen by the samplers, and the
+training process: L_simple with an eps, x0 or v target, and Improved DDPM's learned variance with the hybrid or
+L_vlb loss (the bound itself is in vlb.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ from torch import Tensor
 
 from ..denoiser import Denoiser, Network
 from ..errors import ConfigError
-from ..parameterization import Parameterization, Prediction, from_prediction, to_prediction
-from ..schedules import NoiseSchedule, make_schedule
+from ..prediction import Prediction, PredictionType, from_prediction, to_prediction
+from ..schedules import SCHEDULES, SPACINGS, NoiseSchedule, make_schedule, spaced_timesteps
+from .timesteps import LossSecondMomentSampler
+from .base import Setting
 from .vlb import VARIANCES, _at, bits_per_dim, reverse_mean, vlb_term
+
+LOSSES = ("simple", "hybrid", "vlb")
+TIMESTEP_SAMPLING = ("auto", "uniform", "importance")
+DEFAULT_STEPS = 50  # DDIM-50 (Song et al. 2021, Table 1's middle column) unless the user says otherwise
 
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -104,31 +111,44 @@ class GaussianDiffusion:
     - `variance`: Sigma_t of p_theta(x_{t-1} | x_t): fixed 'beta_tilde' or 'beta' (Ho et al. 2020), or
       'learned' (Nichol & Dhariwal 2021, eq. 15: the network emits 2C channels, the second C being v);
     - `loss`: 'simple' (L_simple, Ho et al. eq. 14), 'hybrid' (L_simple + lambda L_vlb with the mean's
-      gradient stopped in L_vlb, iDDPM eq. 16) or 'vlb' (the variational bound itself).
+      gradient stopped in L_vlb, iDDPM eq. 16) or 'vlb' (the variational bound itself);
+    - `timestep_sampling`: t ~ U{1..T}, or by importance p_t ∝ sqrt(E[L_t^2]) (iDDPM section 3.3; 'auto' is
+      importance for the vlb loss only).
     """
 
-    PREDICTIONS = (Parameterization.EPS, Parameterization.X0, Parameterization.V)
-    LOSSES = ("simple", "hybrid", "vlb")
     method = "ddpm"
+    time_scale = 1.0  # the network is told the integer step t itself
     default_sampler = "ddim"
-    default_steps = 50
+    settings = (
+        Setting("schedule", "cosine", str, "noise schedule", SCHEDULES),
+        Setting("T", 1000, int, "number of diffusion steps T", flag="--timesteps"),
+        Setting("prediction", "eps", str, "network target", tuple(p.value for p in (PredictionType.EPS,
+                                                                                  PredictionType.X0, PredictionType.V))),
+        Setting("variance", "beta_tilde", str, "reverse variance (learned: iDDPM)", VARIANCES),
+        Setting("loss", "simple", str, "training loss (hybrid: L_simple + vlb_weight L_vlb)", LOSSES),
+        Setting("vlb_weight", 0.001, float, "lambda of the hybrid loss (iDDPM section 3.1)"),
+        Setting("timestep_sampling", "auto", str, "law of t (auto: importance for loss vlb)", TIMESTEP_SAMPLING),
+    )
 
-    def __init__(self, schedule: str = "linear", T: int = 1000, prediction: str = "eps", variance: str = "beta_tilde",
-                 loss: str = "simple", vlb_weight: float = 0.001):
+    def __init__(self, schedule: str = "cosine", T: int = 1000, prediction: str = "eps", variance: str = "beta_tilde",
+                 loss: str = "simple", vlb_weight: float = 0.001, timestep_sampling: str = "auto"):
         self.schedule_name = schedule
         self.schedule = make_schedule(schedule, T)
-        self.prediction = Parameterization.parse(prediction)
-        if self.prediction not in self.PREDICTIONS:
+        self.prediction = PredictionType.parse(prediction)
+        if self.prediction.value not in self.settings[2].choices:  # type: ignore[operator]
             raise ConfigError(f"DDPM trains an eps, x0 or v prediction, not {prediction!r}")
         if variance not in VARIANCES:
             raise ConfigError(f"unknown variance {variance!r}; choose from {', '.join(VARIANCES)}")
-        if loss not in self.LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(self.LOSSES)}")
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
         if loss == "hybrid" and variance != "learned":
             raise ConfigError("the hybrid loss trains the learned variance; use variance 'learned' (or loss 'simple')")
-        if vlb_weight < 0:
+        if not vlb_weight >= 0:
             raise ConfigError("vlb_weight must be >= 0")
+        if timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ConfigError(f"timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLING)}, got {timestep_sampling!r}")
         self.variance, self.loss_type, self.vlb_weight = variance, loss, float(vlb_weight)
+        self.timestep_sampling = timestep_sampling
         self.path = DiscreteVPPath(self.schedule)
 
     @property
@@ -148,7 +168,28 @@ class GaussianDiffusion:
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings (inverse of `GaussianDiffusion(**config)`)."""
         return {"schedule": self.schedule_name, "T": self.T, "prediction": self.prediction.value,
-                "variance": self.variance, "loss": self.loss_type, "vlb_weight": self.vlb_weight}
+                "variance": self.variance, "loss": self.loss_type, "vlb_weight": self.vlb_weight,
+                "timestep_sampling": self.timestep_sampling}
+
+    def default_steps(self, sampler: str) -> int:
+        """T for ancestral sampling (Algorithm 2 on the whole chain); else 50, at most T on DDIM's discrete grid."""
+        if sampler == "ddpm":
+            return self.T
+        return min(DEFAULT_STEPS, self.T) if sampler == "ddim" else DEFAULT_STEPS
+
+    def vp_schedule(self, steps: int, spacing: str = "uniform") -> NoiseSchedule:
+        """The schedule respaced to `steps` of its T steps (iDDPM section 4; `spacing` uniform or quadratic)."""
+        if spacing not in SPACINGS:
+            raise ConfigError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+        if steps == self.T:
+            return self.schedule
+        return self.schedule.respace(spaced_timesteps(self.T, steps, spacing))
+
+    def timestep_sampler(self) -> LossSecondMomentSampler | None:
+        """The importance sampler of t for L_vlb (iDDPM section 3.3), when `timestep_sampling` asks for it."""
+        if self.timestep_sampling == "importance" or (self.timestep_sampling == "auto" and self.loss_type == "vlb"):
+            return LossSecondMomentSampler(self.T)
+        return None
 
     def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training noise for a batch of data of `shape`: t ~ U{1..T} and eps ~ N(0, I) (Algorithm 1, lines 3-4)."""

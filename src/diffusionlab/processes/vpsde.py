@@ -1,14 +1,14 @@
-"""Score SDEs in continuous time (Song et al. 2021): the VP SDE (continuous DDPM) and the VE SDE (continuous NCSN).
+"""The VP SDE family (`--method vpsde`): continuous DDPM (Song et al. 2021, "Score-based generative modeling
+through SDEs", eqs. 32-33; SPEC.md section 5).
 
-Both perturbation kernels are Gaussian paths x_t = alpha(t) x0 + sigma(t) eps with t in [t_eps, 1] and the
-noise end at t = 1. Training is continuous-time denoising score matching with lambda(t) = sigma(t)^2
-(Song et al. 2021, eq. 7 and section 3.3): sigma^2 || s_theta + eps / sigma ||^2 = || eps_theta - eps ||^2 for
-s_theta = -eps_theta / sigma, so the network is an eps predictor and the loss is eps matching.
+The perturbation kernel is a Gaussian path x_t = alpha(t) x0 + sigma(t) eps with t in [t_eps, 1] and the noise end
+at t = 1. Training is continuous-time denoising score matching with lambda(t) = sigma(t)^2 (their eq. 7 and
+section 3.3): sigma^2 || s_theta + eps / sigma ||^2 = || eps_theta - eps ||^2 for s_theta = -eps_theta / sigma,
+so the network is an eps predictor and the loss is eps matching.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..parameterization import Parameterization
+from ..prediction import PredictionType
+from .base import Setting
 from .continuous import ContinuousProcess
 
 
@@ -74,46 +75,6 @@ class VPSDEPath(SongTimeRange):
         return 2 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * B))
 
 
-@dataclass(frozen=True)
-class VESDEPath(SongTimeRange):
-    """alpha = 1, sigma(t) = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021, eq. 30-31)."""
-
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    t_eps: float = 1e-5
-
-    @property
-    def log_ratio(self) -> float:
-        """log(sigma_max / sigma_min)."""
-        return math.log(self.sigma_max / self.sigma_min)
-
-    def alpha(self, t: Tensor) -> Tensor:
-        """alpha = 1: the VE SDE only adds noise."""
-        return torch.ones_like(t)
-
-    def sigma(self, t: Tensor) -> Tensor:
-        """sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
-        return self.sigma_min * torch.exp(t * self.log_ratio)
-
-    def d_alpha(self, t: Tensor) -> Tensor:
-        """d alpha / dt = 0."""
-        return torch.zeros_like(t)
-
-    def d_sigma(self, t: Tensor) -> Tensor:
-        """d sigma / dt = sigma(t) log(sigma_max / sigma_min)."""
-        return self.sigma(t) * self.log_ratio
-
-    def t_from_ratio(self, r: Tensor) -> Tensor:
-        """t with sigma(t) = r (alpha = 1): log(r / sigma_min) / log(sigma_max / sigma_min)."""
-        return torch.log(r / self.sigma_min) / self.log_ratio
-
-
-def check_ve_range(sigma_min: float, sigma_max: float) -> None:
-    """One-line errors for a VE noise range that cannot work."""
-    if not 0 < sigma_min < sigma_max:
-        raise ConfigError(f"need 0 < sigma_min < sigma_max, got sigma_min {sigma_min}, sigma_max {sigma_max}")
-
-
 def check_t_eps(t_eps: float) -> None:
     """t_eps is the data end of the training range (0, 1)."""
     if not 0 < t_eps < 1:
@@ -124,34 +85,21 @@ class VPSDE(ContinuousProcess):
     """Continuous DDPM: eps matching with t ~ U[t_eps, 1] on the VP SDE's perturbation kernel."""
 
     method = "vpsde"
+    # Song et al. (2021), section C: beta_min 0.1, beta_max 20; t_eps 1e-3 (their VP sampling epsilon).
+    settings = (Setting("beta_min", 0.1, float, "beta(0)"),
+                Setting("beta_max", 20.0, float, "beta(1)"),
+                Setting("t_eps", 1e-3, float, "data end of the training time range [t_eps, 1]"))
     default_sampler = "heun"
-    default_steps = 50
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3):
         if not 0 <= beta_min <= beta_max or beta_max <= 0:
             raise ConfigError(f"need 0 <= beta_min <= beta_max and beta_max > 0, got {beta_min}, {beta_max}")
         check_t_eps(t_eps)
-        super().__init__(VPSDEPath(float(beta_min), float(beta_max), float(t_eps)), Parameterization.EPS)
+        super().__init__(VPSDEPath(float(beta_min), float(beta_max), float(t_eps)), PredictionType.EPS)
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings."""
         p = self.path
-        return {"method": self.method, "beta_min": p.beta_min, "beta_max": p.beta_max, "t_eps": p.t_eps}
+        return {"beta_min": p.beta_min, "beta_max": p.beta_max, "t_eps": p.t_eps}
 
 
-class VESDE(ContinuousProcess):
-    """Continuous NCSN: eps matching with t ~ U[t_eps, 1] on the VE SDE's perturbation kernel."""
-
-    method = "vesde"
-    default_sampler = "pc"  # Song et al. 2021 sample the VE SDE with predictor-corrector (their Table 1)
-    default_steps = 500
-
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_eps: float = 1e-5):
-        check_ve_range(sigma_min, sigma_max)
-        check_t_eps(t_eps)
-        super().__init__(VESDEPath(float(sigma_min), float(sigma_max), float(t_eps)), Parameterization.EPS)
-
-    def config(self) -> dict[str, Any]:
-        """JSON-serialisable settings."""
-        p = self.path
-        return {"method": self.method, "sigma_min": p.sigma_min, "sigma_max": p.sigma_max, "t_eps": p.t_eps}

@@ -1,0 +1,76 @@
+"""The `diffusionlab` command line: one module per command group, the shared argument groups in args.py.
+
+  train.py      train
+  sample.py     sample
+  evaluate.py   evaluate, classify
+  guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
+
+Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2;
+set DIFFUSIONLAB_DEBUG=1 to see the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, NoReturn, Sequence
+
+from .. import __version__
+from ..errors import DiffusionLabError
+from . import evaluate, guidance, sample, train
+from .train import config_for_train
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": train.run, "sample": sample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
+    "train-classifier": guidance.cmd_train_classifier, "inpaint": guidance.cmd_inpaint, "edit": guidance.cmd_edit,
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block), exit code 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all sub-commands."""
+    p = Parser(prog="diffusionlab", description="Train, sample and evaluate diffusion models.")
+    p.add_argument("--version", action="version", version=f"diffusionlab {__version__}")
+    sub: Any = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    train.add_parser(sub)
+    sample.add_parser(sub)
+    evaluate.add_parsers(sub)
+    guidance.add_parsers(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `diffusionlab` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line argument error (Parser.error)
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return HANDLERS[args.command](args)
+    except DiffusionLabError as e:
+        print(f"diffusionlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffusionlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal bug: still one line, traceback on request
+        if os.environ.get("DIFFUSIONLAB_DEBUG"):
+            raise
+        print(f"diffusionlab {args.command}: internal error: {type(e).__name__}: {e} "
+              f"(set DIFFUSIONLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+__all__ = ["HANDLERS", "build_parser", "config_for_train", "main"]

@@ -1,0 +1,128 @@
+"""Argument types and the argument groups several commands share. Every choice list is the library's own constant."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def positive_int(s: str) -> int:
+    """A whole number >= 1."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    """A finite number > 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {v}")
+    return v
+
+
+def int_list(s: str) -> list[int]:
+    """Comma-separated whole numbers, e.g. 1,2,2."""
+    try:
+        return [int(v) for v in s.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {s!r}") from None
+
+
+def class_id(s: str) -> int | str:
+    """A class index or 'all'."""
+    if s == "all":
+        return s
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class id (a whole number) or 'all', got {s!r}") from None
+
+
+def add_sampler_options(p: argparse.ArgumentParser) -> None:
+    """The sampler choice and its options (`sampling.SamplerOptions`), shared by `sample` and `evaluate --fid`."""
+    from ..processes.vlb import VARIANCES
+    from ..samplers.sigmas import SPACINGS as SIGMA_SPACINGS
+    from ..sampling import SAMPLER_NAMES
+    from ..schedules import SPACINGS
+
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None, metavar="NAME",
+                   help=f"one of {', '.join(SAMPLER_NAMES)} (default: the model's own, ddim for DDPM)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="sampling steps N (default: T for ddpm, 50 otherwise; NFE: 2N - 1 for heun, N (M + 1) for pc)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (0: deterministic)")
+    p.add_argument("--variance", choices=VARIANCES, default=None,
+                   help="DDPM sigma_t^2 (default: the model's own; 'learned' needs an iDDPM model)")
+    p.add_argument("--spacing", choices=SPACINGS, default="uniform", help="ddpm/ddim step spacing when respacing")
+    p.add_argument("--sigma-spacing", choices=SIGMA_SPACINGS, default="karras",
+                   help="euler/heun/dpmpp2m/sde/pc noise levels: Karras rho=7 (default), log-uniform, uniform in the "
+                        "model's time from sigma 80, or diffusers' linspace timesteps (DDPM)")
+    p.add_argument("--snr", type=positive_float, default=0.16, help="pc: signal-to-noise ratio r of the Langevin corrector")
+    p.add_argument("--corrector-steps", type=int, default=None,
+                   help="pc: corrector steps M per level (default 1); langevin: steps T per level (default 100)")
+    p.add_argument("--langevin-eps", type=positive_float, default=2e-5,
+                   help="langevin: eps of the step size eps sigma_i^2 / sigma_L^2 (default 2e-5)")
+    p.add_argument("--rtol", type=positive_float, default=1e-3, help="ode-adaptive: relative and absolute tolerance")
+
+
+def sampler_options(args: argparse.Namespace) -> Any:
+    """The `SamplerOptions` the command line asks for (one-line errors for values out of range)."""
+    from ..sampling import SamplerOptions
+
+    return SamplerOptions(eta=args.eta, variance=getattr(args, "variance", None), spacing=args.spacing,
+                          sigma_spacing=args.sigma_spacing, clip_x0=not args.no_clip, snr=args.snr,
+                          corrector_steps=args.corrector_steps, langevin_eps=args.langevin_eps, rtol=args.rtol)
+
+
+def sampler_and_steps(args: argparse.Namespace, process: Any) -> tuple[str, int]:
+    """The sampler and step count asked for, with the family's defaults; too many steps is a one-line error."""
+    sampler = args.sampler or process.default_sampler
+    steps = args.steps or process.default_steps(sampler)
+    from ..sampling import sampler_spec
+
+    if process.T is not None and sampler_spec(sampler).space == "vp" and steps > process.T:
+        raise ConfigError(f"--steps {steps} is more than the model's T = {process.T}")
+    return sampler, steps
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--no-clip, --no-ema, --checkpoint, --batch-size: how a trained run is loaded and run."""
+    p.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to the data range")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+
+
+def add_guidance_flags(p: argparse.ArgumentParser) -> None:
+    """--class, --guidance-scale, --classifier, --classifier-scale (SPEC.md section 4)."""
+    p.add_argument("--class", dest="class_id", type=class_id, default=None, metavar="K|all",
+                   help="class to generate (all: classes 0, 1, 2, ... in turn); needs a class-conditional run or --classifier")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="S",
+                   help="classifier-free guidance eps_null + S (eps_c - eps_null): S = 1 (default) plain conditional, "
+                        "S = 0 unconditional, S > 1 stronger; costs two network passes per step")
+    p.add_argument("--classifier", metavar="DIR", help="noisy classifier from `train-classifier`, for classifier guidance")
+    p.add_argument("--classifier-scale", type=float, default=1.0, metavar="W",
+                   help="classifier guidance eps - W sigma_t grad log f(y | x_t) (default 1)")
+
+
+def npz_out(out: Any) -> Any:
+    """Check an output .npz path (suffix, existing folder)."""
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out must end in .npz, got {out}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder does not exist: {out.parent}")
+    return out
+
+
+__all__ = ["add_guidance_flags", "add_model_flags", "add_sampler_options", "class_id", "int_list", "npz_out",
+           "positive_float", "positive_int", "sampler_and_steps", "sampler_options"]

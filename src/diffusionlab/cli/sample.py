@@ -1,0 +1,61 @@
+"""`diffusionlab sample`: draw images from a trained run with any sampler, and write .npz + PNG grid (+ GIF)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from .args import (add_guidance_flags, add_model_flags, add_sampler_options, npz_out, positive_int, sampler_and_steps,
+                   sampler_options)
+
+
+def add_parser(sub: Any) -> None:
+    """The `sample` sub-command."""
+    s = sub.add_parser("sample", help="generate images from a trained run", description="Sample from a trained run.")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
+    add_sampler_options(s)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/SAMPLER-STEPS-seedS.npz)")
+    s.add_argument("--trajectory", action="store_true", help="also write a GIF of the denoising")
+    add_model_flags(s)
+    add_guidance_flags(s)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`diffusionlab sample`."""
+    from ..data import from_model_range
+    from ..runs import load_run
+    from ..sampling import generate
+    from ..viz import save_trajectory_gif, write_samples
+    from .guidance import describe_guidance, guided_model
+
+    options = sampler_options(args)  # bad options fail before the run is loaded
+    run_ = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
+    sampler, steps = sampler_and_steps(args, run_.process)
+    denoiser, y, tag = guided_model(run_, args, args.n)
+    out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}{tag}.npz")
+    t0 = time.perf_counter()
+    res = generate(denoiser, run_.process, run_.model_shape, args.n, sampler, steps, options=options, seed=args.seed,
+                   y=y, codec=run_.codec, batch_size=args.batch_size, trajectory_frames=40 if args.trajectory else 0,
+                   progress=True)
+    seconds = time.perf_counter() - t0
+    u8 = from_model_range(res.images)  # (N, C, H, W)
+    grid = write_samples(u8, out)
+    print(f"{args.n} samples, {sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
+          f"(step {run_.step} {'raw' if args.no_ema else 'EMA'} weights)")
+    if tag:
+        print(f"guidance: {describe_guidance(denoiser)}")
+    print(f"samples: {out}")
+    print(f"grid:    {grid}")
+    if args.trajectory:
+        gif = save_trajectory_gif([from_model_range(x) for x in res.trajectory_xt],
+                                  [from_model_range(x) for x in res.trajectory_x0],
+                                  res.trajectory_labels, out.with_suffix(".gif"))
+        print(f"trajectory: {gif}")
+    return 0
+
+
+__all__ = ["add_parser", "run"]

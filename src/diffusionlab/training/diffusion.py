@@ -1,0 +1,139 @@
+"""The training task of every Gaussian family (Ho et al. 2020, Algorithm 1, with the family's own loss).
+
+One step: x0 ~ q(x0) (a batch of the data, encoded by the run's codec), t and eps from the family's law (or
+iDDPM's importance sampler of t), labels dropped to the null class with probability p_uncond for
+classifier-free guidance, and a gradient step on the family's loss. The loop's bookkeeping is in loop.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor
+
+from ..codecs import Codec, build_codec
+from ..data import ImageDataset, from_model_range, load_dataset, to_model_range
+from ..errors import ConfigError
+from ..models import build_network
+from ..processes import Process
+from ..sampling import SamplerOptions, generate
+from ..viz import save_grid
+from .config import RunConfig
+from .determinism import derive_seed
+from .loop import INIT_KEY, StepContext
+
+
+def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, int], data: ImageDataset) -> None:
+    """Complete the `model` section: the network, its input size and channels (the codec's latent shape), its
+    output channels (the family's), its time convention (the family's `time_scale`) and the number of classes."""
+    m = cfg.model
+    channels, height, width = shape
+    m.setdefault("network", "unet")
+    m["image_size"] = height if height == width else [height, width]
+    m["in_channels"] = channels
+    out = process.out_channels(channels)
+    m["out_channels"] = out if out != channels else None
+    if process.time_scale != 1.0:
+        m.setdefault("time_scale", process.time_scale)  # a value already in the config is kept
+    if cfg.train.class_conditional:
+        if data.labels is None or not data.num_classes:
+            raise ConfigError(f"class_conditional training needs labels, and dataset {data.name} has none")
+        m["num_classes"] = data.num_classes
+    else:
+        m["num_classes"] = None
+
+
+class DiffusionTask:
+    """Algorithm 1 for a Gaussian family on the codec's space: one network, one AdamW optimizer."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, accelerator: Accelerator):
+        tc = cfg.train
+        self.data = load_dataset(cfg.data.source, cfg.data.data_dir, cfg.data.split, cfg.data.image_size,
+                                 cfg.data.channels)
+        self.process = cfg.process.build()
+        self.codec: Codec = build_codec(cfg.codec, run_dir).to(accelerator.device)
+        self.shape = self.codec.latent_shape(self.data.shape)
+        fill_model_config(cfg, self.process, self.shape, self.data)
+        self.cfg, self.config = cfg, cfg.to_dict()
+        self.t_sampler = self.process.timestep_sampler()
+        torch.manual_seed(derive_seed(tc.seed, INIT_KEY))  # identical initial weights on every process
+        self.model = build_network(cfg.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tc.adam_betas,
+                                           weight_decay=tc.weight_decay)
+        self.extra: dict[str, Any] = {}
+        self.base_lr = {"model": tc.lr}
+        self.num_examples = len(self.data)
+        self.null_label = self.data.num_classes if tc.class_conditional else None
+        space = "" if self.codec.kind == "pixel" else f" in {self.codec.kind} space {self.shape}"
+        self.description = (f"{cfg.process.method} on {self.data.name} ({len(self.data)} images {self.data.shape})"
+                            f"{space}")
+
+    def step(self, ctx: StepContext) -> dict[str, Tensor]:
+        """Algorithm 1, lines 2-5, for the global batch; this process computes its rows."""
+        tc, g, mine, dev, B = self.cfg.train, ctx.generator, ctx.mine, ctx.device, self.cfg.train.batch_size
+        # Lines 2-4: x0 ~ q(x0), t ~ U{1..T} (or the family's law of t), eps ~ N(0, I) -- for the global batch.
+        t, eps = self.process.draw((B, *self.shape), g)
+        weights = None
+        if self.t_sampler is not None:  # iDDPM section 3.3: t ~ p_t, loss weighted by 1 / (T p_t)
+            t, weights = self.t_sampler.sample(B, g)
+        flip = torch.rand(B, generator=g) < 0.5
+        drop = torch.rand(B, generator=g) < tc.label_dropout
+        noise = torch.randn((B, *self.shape), generator=g) if self.codec.stochastic else None
+        idx = ctx.indices[mine]
+        x = to_model_range(self.data.images[idx])
+        if self.cfg.data.hflip:
+            x = torch.where(flip[mine].view(-1, 1, 1, 1), x.flip(3), x)
+        with torch.no_grad():
+            x0 = self.codec.encode(x.to(dev), None if noise is None else noise[mine].to(dev))
+        y = None
+        if self.null_label is not None:
+            labels = self.data.labels[idx]  # type: ignore[index]
+            y = torch.where(drop[mine], torch.full_like(labels, self.null_label), labels).to(dev)
+        with ctx.autocast():
+            # Line 5: gradient step on || target - net(alpha_t x0 + sigma_t eps, t) ||^2 (the family's loss)
+            per_example = self.process.loss(self.model, x0, t[mine].to(dev), eps[mine].to(dev), y)
+            loss = (per_example * weights[mine].to(dev)).mean() if weights is not None else per_example.mean()
+        ctx.backward(loss)
+        if self.t_sampler is not None:  # every process records the whole global batch, in rank order
+            self.t_sampler.update(t, ctx.gather(per_example.detach().float()).cpu())
+        if tc.grad_clip > 0:
+            ctx.clip_grad_norm(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.detach()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The importance sampler's loss history (iDDPM), when there is one."""
+        return {} if self.t_sampler is None else {"timestep_sampler": self.t_sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+        if self.t_sampler is not None:
+            self.t_sampler.load_state_dict(state["timestep_sampler"])
+
+    def preview(self, ema_weights: dict[str, Tensor], path: Path) -> Path:
+        """The preview grid from the EMA weights, with the run's seed (so grids are comparable across steps)."""
+        return sample_grid(self.cfg, self.process, self.codec, ema_weights, self.shape, path)
+
+
+def sample_grid(cfg: RunConfig, process: Process, codec: Codec, weights: dict[str, Tensor],
+                shape: tuple[int, int, int], path: Path) -> Path:
+    """Draw cfg.sample.n images with `weights` and the training-time sampler settings, and save them as a grid."""
+    preview = build_network(cfg.model)
+    preview.load_state_dict(weights)
+    preview.eval()
+    s = cfg.sample
+    y = None
+    if cfg.model.get("num_classes"):
+        y = torch.arange(s.n) % cfg.model["num_classes"]
+    result = generate(process.denoiser(preview), process, shape, s.n, s.sampler, s.steps,
+                      options=SamplerOptions(eta=s.eta, clip_x0=s.clip_x0), seed=cfg.train.seed, y=y,
+                      codec=codec)
+    return save_grid(from_model_range(result.images), path, nrow=int(math.ceil(math.sqrt(s.n))))
+
+
+__all__ = ["DiffusionTask", "fill_model_config", "sample_grid"]
