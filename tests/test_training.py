@@ -142,9 +142,21 @@ def test_corrupt_checkpoint_gives_one_line_error_naming_the_file(tmp_path: Path)
 
 
 def test_presets_are_valid_and_unknown_keys_are_rejected():
+    from diffusionlab.training.config import AutoencoderRunConfig, autoencoder_preset_config
+    from diffusionlab.training.presets import AUTOENCODER_PRESETS, LATENT_PRESETS
+
     for name in PRESETS:
-        cfg = RunConfig.from_dict(preset_config(name))
+        d = preset_config(name)
+        if name in LATENT_PRESETS.values():  # a latent preset needs --latent: its codec section is only the kind
+            assert d["codec"] == {"kind": "autoencoder"}
+            with pytest.raises(ConfigError, match="give --latent AE_RUN"):
+                RunConfig.from_dict(d)
+            continue
+        cfg = RunConfig.from_dict(d)
         assert RunConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    for name in AUTOENCODER_PRESETS:
+        ae = AutoencoderRunConfig.from_dict(autoencoder_preset_config(name))
+        assert AutoencoderRunConfig.from_dict(ae.to_dict()).to_dict() == ae.to_dict()
     with pytest.raises(ConfigError, match="bacth_size"):
         RunConfig.from_dict(deep_update(preset_config("digits"), {"train": {"bacth_size": 3}}))
     with pytest.raises(ConfigError, match="budget"):

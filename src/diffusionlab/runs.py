@@ -2,32 +2,75 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .codecs import Codec, build_codec
+from .codecs.autoencoder import load_autoencoder, read_weights
 from .denoiser import Denoiser
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .models import build_network
 from .processes import Process
 from .training.checkpoint import latest_checkpoint, load_checkpoint
-from .training.config import RunConfig
+from .training.config import AutoencoderRunConfig, RunConfig
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    """RUN/config.json as a RunConfig, with one-line errors."""
+def read_config_json(run_dir: Path) -> dict[str, Any]:
+    """RUN/config.json as a dict, with one-line errors."""
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.json)")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"run config {path} is corrupt (not valid JSON)") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"run config {path} is corrupt (not a JSON object)")
+    return d
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """RUN/config.json of a diffusion run as a RunConfig, with one-line errors."""
+    d = read_config_json(run_dir)
+    if d.get("kind") == "autoencoder":
+        raise ConfigError(f"{run_dir} is an autoencoder run, not a diffusion model: train a latent model on it with "
+                          f"`diffusionlab train --latent {run_dir}`")
+    return RunConfig.from_dict(d)
+
+
+def read_autoencoder_run_config(run_dir: Path) -> AutoencoderRunConfig:
+    """RUN/config.json of an autoencoder run, with one-line errors."""
+    d = read_config_json(run_dir)
+    if d.get("kind") != "autoencoder":
+        raise ConfigError(f"{run_dir} is not an autoencoder run (train one with "
+                          f"`diffusionlab train-autoencoder --preset mnist-ae --out DIR`)")
+    return AutoencoderRunConfig.from_dict(d)
+
+
+def autoencoder_section(ae_run: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """The `codec` section of a diffusion run that lives in the latent space of autoencoder run `ae_run` (its newest
+    checkpoint, or `checkpoint`): source, checkpoint, sha256 of the EMA weights, scale factor and model config."""
+    ae_run = Path(ae_run).resolve()
+    cfg = read_autoencoder_run_config(ae_run)
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(ae_run)
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        scale = float(state["latent"]["scale_factor"])
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise CheckpointError(f"autoencoder checkpoint {ckpt} is corrupt or has no latent scale factor") from None
+    weights = ckpt / "ema.safetensors"
+    data = read_weights(weights)
+    model = dict(cfg.model)
+    load_autoencoder(model, data, weights)  # a damaged checkpoint fails here, before any work
+    return {"kind": "autoencoder", "source": str(ae_run), "checkpoint": ckpt.name,
+            "sha256": hashlib.sha256(data).hexdigest(), "scale_factor": scale, "model": model}
 
 
 @dataclass

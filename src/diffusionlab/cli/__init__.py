@@ -1,6 +1,6 @@
 """The `diffusionlab` command line: one module per command group, the shared argument groups in args.py.
 
-  train.py      train
+  train.py      train, train-autoencoder
   sample.py     sample
   evaluate.py   evaluate, classify
   guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
@@ -22,7 +22,7 @@ from . import evaluate, guidance, sample, train
 from .train import config_for_train
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": train.run, "sample": sample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
+    "train": train.run, "train-autoencoder": train.run_autoencoder, "sample": sample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
     "train-classifier": guidance.cmd_train_classifier, "inpaint": guidance.cmd_inpaint, "edit": guidance.cmd_edit,
 }
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"diffusionlab {__version__}")
     sub: Any = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train.add_parser(sub)
+    train.add_autoencoder_parser(sub)
     sample.add_parser(sub)
     evaluate.add_parsers(sub)
     guidance.add_parsers(sub)

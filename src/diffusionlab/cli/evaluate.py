@@ -14,6 +14,10 @@ from ..errors import ConfigError
 from .args import add_sampler_options, positive_int, sampler_and_steps, sampler_options
 
 
+LATENT_NOTE = ("in LATENT space: bits per latent dimension of the density of z = E(x), a continuous bound that is "
+               "not a pixel likelihood and not comparable with pixel bits/dim")
+
+
 def add_parsers(sub: Any) -> None:
     """The `evaluate` and `classify` sub-commands."""
     from ..data import SPLITS
@@ -107,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
                            progress=True)
         r["seconds"] = time.perf_counter() - t0
         report["nll_ode"] = r
+        what = "dequantized 8-bit" if r["space"] == "pixels" else LATENT_NOTE
         print(f"NLL (probability-flow ODE): {r['bits_per_dim']:.4f} ± {r['std_error']:.4f} bits/dim on {r['n_images']} "
-              f"{r['split']} images of {r['dataset']}, dequantized 8-bit")
+              f"{r['split']} images of {r['dataset']}, {what}")
         print(f"  [{r['method']} {r['steps']} steps in log sigma over [{r['sigma_min']:.4g}, {r['sigma_max']:.4g}], "
               f"{r['divergence']} divergence, NFE {r['nfe_per_image']} per image, {r['seconds']:.0f} s]")
     elif args.nll:
@@ -120,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         r["seconds"] = time.perf_counter() - t0
         report["nll"] = r
         note = "" if r["trained_on_split"] != "all" else " (the run trained on split 'all', which contains it)"
+        if r["space"] != "pixels":
+            note += f", {LATENT_NOTE}"
         print(f"NLL bound: {r['bits_per_dim']:.4f} ± {r['std_error']:.4f} bits/dim on {r['n_images']} {r['split']} "
               f"images of {r['dataset']}{note}")
         print(f"  L_T {r['prior_bpd']:.5f} + sum L_(t-1) {r['diffusion_bpd']:.4f} + L_0 {r['decoder_bpd']:.4f} "

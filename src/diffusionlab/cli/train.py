@@ -1,4 +1,5 @@
-"""`diffusionlab train`: a preset, a config file and command-line overrides become one run config; then train it."""
+"""`diffusionlab train` and `train-autoencoder`: a preset, a config file and command-line overrides become one run
+config; then train it. `train --latent AE_RUN` trains in the latent space of an autoencoder run."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def add_parser(sub: Any) -> None:
     budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
     t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--latent", metavar="AE_RUN",
+                   help="train in the latent space of this autoencoder run (train-autoencoder); a pixel preset with a "
+                        "latent variant (digits, mnist) switches to it (digits-ldm, mnist-ldm)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with class labels")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
     t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
@@ -117,8 +121,8 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-        if args.preset or args.config:
-            raise ConfigError("--resume continues a run with its own config.json; drop --preset/--config")
+        if args.preset or args.config or args.latent:
+            raise ConfigError("--resume continues a run with its own config.json (and codec); drop --preset/--config/--latent")
         from ..runs import read_run_config
 
         run_dir = Path(args.out)
@@ -131,6 +135,14 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
         return cfg, run_dir, True
 
     preset = args.preset or ("digits" if not args.config else None)
+    if args.latent:
+        from ..runs import autoencoder_section
+        from ..training.presets import LATENT_PRESETS
+
+        overrides["codec"] = autoencoder_section(args.latent)  # one-line errors before any work
+        if preset in LATENT_PRESETS:
+            print(f"--latent: preset {preset} -> {LATENT_PRESETS[preset]} (its network is sized for the latents)")
+            preset = LATENT_PRESETS[preset]
     base = preset_config(preset)
     if args.config:
         base = merge_config(base, read_config_file(args.config))
@@ -156,4 +168,117 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["OVERRIDES", "RESUMABLE", "add_parser", "config_for_train", "process_flags", "run"]
+# (flag, config section, key, type, help) -- the autoencoder's own overrides (train-autoencoder).
+AE_OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
+    ("--base-channels", "model", "base_channels", positive_int, "encoder/decoder width"),
+    ("--channel-mult", "model", "channel_mult", int_list, "width multipliers per level: f = 2^(levels - 1), e.g. 1,2,2"),
+    ("--num-res-blocks", "model", "num_res_blocks", positive_int, "residual blocks per level"),
+    ("--latent-channels", "model", "latent_channels", positive_int, "channels c of the latents"),
+    ("--pad-to", "model", "pad_to", positive_int, "encode at this square size (a multiple of f), e.g. 32 for 28x28"),
+    ("--kl-weight", "loss", "kl_weight", float, "weight of KL(q(z|x) || N(0, I)) (LDM: 1e-6)"),
+    ("--perceptual-weight", "loss", "perceptual_weight", float,
+     "weight of the feature distance of the domain network (0: off)"),
+    ("--disc-start", "loss", "disc_start", int, "step from which the patch discriminator trains and is used"),
+    ("--disc-weight", "loss", "disc_weight", float, "discriminator weight (times LDM's adaptive ratio)"),
+    ("--disc-layers", "loss", "disc_layers", positive_int, "PatchGAN depth (1 for 8x8 images)"),
+    ("--disc-lr", "loss", "disc_lr", positive_float, "discriminator learning rate (default: --lr)"),
+    ("--preview-n", None, "preview_n", positive_int, "images in each reconstruction grid"),
+]
+AE_SHARED = ("data", "train")  # the sections of OVERRIDES train-autoencoder takes too
+
+
+def _ae_overrides() -> list[tuple[str, str | None, str, Callable[[str], Any], str]]:
+    return [o for o in OVERRIDES if o[1] in AE_SHARED and o[0] not in ("--label-dropout",)] + AE_OVERRIDES  # type: ignore[return-value]
+
+
+def add_autoencoder_parser(sub: Any) -> None:
+    """The `train-autoencoder` sub-command."""
+    from ..training.config import MIXED_PRECISION
+    from ..training.presets import AUTOENCODER_PRESETS
+
+    t = sub.add_parser("train-autoencoder", help="train the KL autoencoder of latent diffusion (or resume one)",
+                       description="Train a KL-regularised autoencoder (Rombach et al. 2022), the first stage of latent "
+                                   "diffusion; then `train --latent RUN_DIR` trains a diffusion model on its latents.")
+    t.add_argument("--preset", choices=tuple(AUTOENCODER_PRESETS), default=None,
+                   help="start from a preset (default: digits-ae)")
+    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=positive_int, help="training steps")
+    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
+    t.add_argument("--no-attention", action="store_true", default=None, help="no self-attention in the middle blocks")
+    t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
+    choices = {"--mixed-precision": MIXED_PRECISION}
+    for flag, _, _, typ, hlp in _ae_overrides():
+        t.add_argument(flag, type=typ, default=None, choices=choices.get(flag), help=hlp)
+
+
+def config_for_autoencoder(args: argparse.Namespace) -> tuple[Any, Path, bool]:
+    """(AutoencoderRunConfig, run directory, resume?) from the preset, --config and the overrides."""
+    from ..training.config import AutoencoderRunConfig, autoencoder_preset_config, deep_update, read_config_file
+
+    overrides: dict[str, Any] = {}
+    for flag, section, key, _, _ in _ae_overrides():
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            (overrides.setdefault(section, {}) if section else overrides)[key] = value
+    for section, key, value in (("train", "seed", args.seed), ("data", "hflip", args.hflip),
+                                ("model", "attention", False if args.no_attention else None)):
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if args.steps is not None:
+        overrides.setdefault("train", {}).update(steps=args.steps, minutes=None)
+    if args.minutes is not None:
+        overrides.setdefault("train", {}).update(minutes=args.minutes, steps=None)
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        if args.preset or args.config:
+            raise ConfigError("--resume continues a run with its own config.json; drop --preset/--config")
+        from ..runs import read_autoencoder_run_config
+
+        run_dir = Path(args.out)
+        base = read_autoencoder_run_config(run_dir).to_dict()
+        for section, values in overrides.items():
+            for key in values if isinstance(values, dict) else [section]:
+                if (section, key) not in RESUMABLE:
+                    raise ConfigError(f"cannot change {section}.{key} when resuming (only the budget and logging)")
+        return AutoencoderRunConfig.from_dict(deep_update(base, overrides)), run_dir, True
+    preset = args.preset or ("digits-ae" if not args.config else None)
+    base = autoencoder_preset_config(preset)
+    if args.config:
+        base = deep_update(base, read_config_file(args.config))
+    cfg = AutoencoderRunConfig.from_dict(deep_update(base, overrides))
+    run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'autoencoder'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, run_dir, False
+
+
+def run_autoencoder(args: argparse.Namespace) -> int:
+    """`diffusionlab train-autoencoder`."""
+    from ..models.autoencoder import AutoencoderConfig
+    from ..training.checkpoint import load_checkpoint
+    from ..training.trainer import train_autoencoder
+
+    cfg, run_dir, resume = config_for_autoencoder(args)
+    progress = None if args.progress == "auto" else args.progress == "bar"
+    res = train_autoencoder(cfg, run_dir, resume=resume, progress=progress)
+    if not res.is_main_process:
+        return 0
+    latent = load_checkpoint(res.checkpoint, with_optimizer=False).state["latent"]
+    model = AutoencoderConfig.from_dict(cfg.model)
+    print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
+    print(f"latents: {'x'.join(map(str, model.latent_shape))} for {'x'.join(map(str, model.image_shape))} images "
+          f"(f = {model.factor}); scale factor 1/std(z) = {latent['scale_factor']:.4f} on {latent['n_images']} images")
+    print(f"run directory: {res.run_dir}")
+    print(f"checkpoint:    {res.checkpoint}")
+    if res.sample_grid:
+        print(f"reconstructions: {res.sample_grid}")
+    print(f"next: diffusionlab train --latent {res.run_dir} ...")
+    return 0
+
+
+__all__ = ["AE_OVERRIDES", "OVERRIDES", "RESUMABLE", "add_autoencoder_parser", "add_parser", "config_for_autoencoder",
+           "config_for_train", "process_flags", "run", "run_autoencoder"]

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from ..data.dataset import PIXEL_RANGE
+from ..data.dataset import PIXEL_RANGE, to_model_range
 from ..errors import ConfigError
 
 
@@ -30,6 +30,7 @@ class Codec(Protocol):
     kind: ClassVar[str]
     x0_clip: tuple[float, float] | None
     stochastic: bool
+    pixel_space: bool  # whether z is the pixels themselves (pixel likelihoods and pixel editing apply)
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """(C, H, W) of z for images of (C, H, W)."""
@@ -47,6 +48,14 @@ class Codec(Protocol):
         """Pixels (about [-1, 1], not clamped) for z."""
         ...
 
+    def encode_dataset(self, images: Tensor, hflip: bool) -> "EncodedData":
+        """The training set (uint8 (N, C, H, W)) prepared for `EncodedData.batch` (a latent codec encodes it once)."""
+        ...
+
+    def files(self) -> dict[str, bytes]:
+        """Files (path inside the run directory -> bytes) a new run keeps with it, e.g. a latent codec's weights."""
+        ...
+
     def to(self, device: torch.device | str) -> "Codec":
         """The codec with its tensors on `device`."""
         ...
@@ -56,12 +65,33 @@ class Codec(Protocol):
         ...
 
 
+class EncodedData(Protocol):
+    """A training set in the codec's space."""
+
+    def batch(self, idx: Tensor, flip: Tensor | None, noise: Tensor | None) -> Tensor:
+        """x0 for the images idx, mirrored where `flip` (None: no flips), drawn with `noise` if the codec is stochastic."""
+        ...
+
+
+class PixelData:
+    """uint8 images, scaled to [-1, 1] batch by batch."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def batch(self, idx: Tensor, flip: Tensor | None, noise: Tensor | None = None) -> Tensor:
+        """to_model_range(images[idx]), mirrored where flip."""
+        x = to_model_range(self.images[idx])
+        return x if flip is None else torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
 class PixelCodec:
     """The identity: the model works on pixels in [-1, 1], and its x0 prediction may be clipped to that range."""
 
     kind: ClassVar[str] = "pixel"
     x0_clip = PIXEL_RANGE
     stochastic = False
+    pixel_space = True
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """The image shape itself."""
@@ -79,6 +109,14 @@ class PixelCodec:
         """z itself."""
         return z
 
+    def encode_dataset(self, images: Tensor, hflip: bool) -> PixelData:
+        """The images themselves, scaled batch by batch."""
+        return PixelData(images)
+
+    def files(self) -> dict[str, bytes]:
+        """None."""
+        return {}
+
     def to(self, device: torch.device | str) -> "PixelCodec":
         """Nothing to move."""
         return self
@@ -88,19 +126,41 @@ class PixelCodec:
         return {"kind": self.kind}
 
 
+def _autoencoder(section: dict[str, Any], run_dir: Path | None) -> Codec:
+    from .autoencoder import build_autoencoder_codec  # the autoencoder's weights load only when a run needs them
+
+    return build_autoencoder_codec(section, run_dir)
+
+
 # kind -> builder(codec section, run directory) -> Codec. The run directory is where a latent codec keeps its weights.
 CODECS: dict[str, Callable[[dict[str, Any], Path | None], Codec]] = {
     "pixel": lambda section, run_dir: PixelCodec(),
+    "autoencoder": _autoencoder,
 }
+
+
+def check_section(section: dict[str, Any]) -> None:
+    """One-line errors for a `codec` section that cannot describe a codec (without loading any weights)."""
+    kind = section.get("kind", "pixel")
+    if kind not in CODECS:
+        raise ConfigError(f"unknown codec {kind!r}; choose from {', '.join(CODECS)}")
+    if kind == "pixel" and set(section) - {"kind"}:
+        raise ConfigError(f"the pixel codec has no settings, got {sorted(set(section) - {'kind'})}")
+    if kind == "autoencoder":
+        from .autoencoder import SECTION_KEYS
+
+        if set(section) == {"kind"}:
+            raise ConfigError("this config trains in an autoencoder's latent space: give --latent AE_RUN "
+                              "(an autoencoder run from `diffusionlab train-autoencoder`)")
+        if set(section) != SECTION_KEYS:
+            raise ConfigError(f"the autoencoder codec section needs exactly {sorted(SECTION_KEYS)}, got {sorted(section)}")
 
 
 def build_codec(section: dict[str, Any] | None, run_dir: Path | None = None) -> Codec:
     """The codec a run's `codec` section describes (the pixel codec when there is none)."""
     section = dict(section or {"kind": "pixel"})
-    kind = section.get("kind", "pixel")
-    if kind not in CODECS:
-        raise ConfigError(f"unknown codec {kind!r}; choose from {', '.join(CODECS)}")
-    return CODECS[kind](section, run_dir)
+    check_section(section)
+    return CODECS[section.get("kind", "pixel")](section, run_dir)
 
 
-__all__ = ["CODECS", "Codec", "PixelCodec", "build_codec"]
+__all__ = ["CODECS", "check_section", "Codec", "EncodedData", "PixelCodec", "PixelData", "build_codec"]

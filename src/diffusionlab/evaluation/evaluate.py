@@ -52,7 +52,7 @@ def nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int 
     require_bound(run.process)
     data, images, y = nll_images(run, split, n, seed)
     res = variational_bound(run.denoiser, run.process, images, steps=steps, spacing=spacing, variance=variance,
-                            clip_x0=clip_x0, batch_size=batch_size, seed=seed, y=y, progress=progress)
+                            clip_x0=clip_x0, batch_size=batch_size, seed=seed, y=y, codec=run.codec, progress=progress)
     return {**res.to_dict(), **_describe(run, data, split, y)}
 
 
@@ -62,7 +62,7 @@ def ode_nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: 
     """The probability-flow ODE NLL in bits/dim (dequantized) on the same seeded subset as `nll_report`."""
     data, images, y = nll_images(run, split, n, seed)
     res = ode_bits_per_dim(run.denoiser, images, steps=steps, method=method, rtol=rtol, divergence=divergence,
-                           seed=seed, batch_size=batch_size, y=y, progress=progress)
+                           seed=seed, batch_size=batch_size, y=y, codec=run.codec, progress=progress)
     return {**res.to_dict(), **_describe(run, data, split, y)}
 
 

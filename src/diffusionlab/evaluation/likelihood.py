@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data import PIXEL_RANGE, to_model_range
+from ..codecs import Codec, PixelCodec
+from ..data import to_model_range
 from ..denoiser import Denoiser
 from ..errors import ConfigError
 from ..processes.base import Process
@@ -42,6 +43,7 @@ class BoundResult:
     variance: str
     clip_x0: bool
     per_step_bpd: list[float] = field(default_factory=list)
+    space: str = "pixels"  # or "latents": bits per latent dimension of a continuous density, not a pixel likelihood
     timesteps: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,9 +71,15 @@ def variational_bound(
     batch_size: int = 256,
     seed: int = 0,
     y: Tensor | None = None,
+    codec: Codec | None = None,
     progress: bool = False,
 ) -> BoundResult:
-    """Bits/dim of uint8 images (N, C, H, W) under the model's variational bound on `steps` steps (default T)."""
+    """Bits/dim of uint8 images (N, C, H, W) under the model's variational bound on `steps` steps (default T).
+
+    With a latent codec the bound is on the latents z = E(x) (the posterior means), with the continuous decoder
+    N(z; mu, Sigma_1): bits per latent dimension of the model's density of z, which is not a pixel likelihood.
+    """
+    codec = codec or PixelCodec()
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ConfigError("the bound is computed on uint8 images (N, C, H, W)")
     if len(images) == 0:
@@ -79,7 +87,10 @@ def variational_bound(
     require_bound(process)
     schedule = process.vp_schedule(process.T if steps is None else steps, spacing)
     variance = variance or process.variance
-    K, D = schedule.T, images[0].numel()
+    D = int(torch.Size(codec.latent_shape(tuple(images.shape[1:]))).numel())
+    K = schedule.T
+    decoder = "discretized" if codec.pixel_space else "gaussian"
+    clip = codec.x0_clip if clip_x0 else None
     abar = schedule.alpha_bar
     per_step = torch.zeros(K + 1, dtype=torch.float64)  # summed over images, in nats
     totals = []
@@ -87,7 +98,7 @@ def variational_bound(
     batches = list(range(0, len(images), batch_size))
     bar = tqdm(total=len(batches) * K, desc="bound", disable=not progress, dynamic_ncols=True)
     for b, start in enumerate(batches):
-        x0 = to_model_range(images[start : start + batch_size]).float()
+        x0 = codec.encode(to_model_range(images[start : start + batch_size])).float()
         yb = None if y is None else y[start : start + batch_size]
         model = denoiser.vp(yb)
         g = generator(seed, 2, b)
@@ -96,8 +107,8 @@ def variational_bound(
         for k in range(K, 0, -1):
             eps = torch.randn(x0.shape, generator=g)
             x_k = q_sample(schedule, x0, torch.full((len(x0),), k), eps)
-            pred = predict(model, x_k, schedule.timesteps[k], abar[k], PIXEL_RANGE if clip_x0 else None)
-            term = vlb_term(schedule, x0, x_k, torch.tensor(k), pred, variance).double()
+            pred = predict(model, x_k, schedule.timesteps[k], abar[k], clip)
+            term = vlb_term(schedule, x0, x_k, torch.tensor(k), pred, variance, decoder).double()
             per_step[k] += term.sum()
             total += term
             bar.update(1)
@@ -121,4 +132,5 @@ def variational_bound(
         clip_x0=clip_x0,
         per_step_bpd=[float(v) * to_bpd for v in per_step[1:]],
         timesteps=[int(t) for t in schedule.timesteps[1:]],
+        space="pixels" if codec.pixel_space else "latents",
     )

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..codecs import Codec, PixelCodec
 from ..data import to_model_range
 from ..denoiser import Denoiser, SigmaModel
 from ..errors import ConfigError
@@ -111,6 +112,7 @@ class ODELikelihoodResult:
     divergence: str
     sigma_min: float
     sigma_max: float
+    space: str = "pixels"  # or "latents": bits per latent dimension of a continuous density, not a pixel likelihood
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -119,23 +121,32 @@ class ODELikelihoodResult:
 
 def ode_bits_per_dim(denoiser: Denoiser, images: Tensor, *, steps: int = 50, method: str = "heun", rtol: float = 1e-5,
                      divergence: str = "hutchinson", probe: str = "rademacher", seed: int = 0, batch_size: int = 256,
-                     y: Tensor | None = None, progress: bool = False) -> ODELikelihoodResult:
-    """Bits/dim of uint8 images (N, C, H, W) by the PF-ODE, uniformly dequantized (see the module docstring)."""
+                     y: Tensor | None = None, codec: Codec | None = None, progress: bool = False) -> ODELikelihoodResult:
+    """Bits/dim of uint8 images (N, C, H, W) by the PF-ODE, uniformly dequantized (see the module docstring).
+
+    With a latent codec: -log p(z) of the latents z = E(x) (posterior means) per latent dimension, a continuous
+    density without dequantization, which is not a pixel likelihood.
+    """
+    codec = codec or PixelCodec()
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ConfigError("the ODE likelihood is computed on uint8 images (N, C, H, W)")
     if len(images) == 0:
         raise ConfigError("no images to evaluate")
-    D = images[0].numel()
+    D = int(torch.Size(codec.latent_shape(tuple(images.shape[1:]))).numel())
     bpd, nfe = [], 0
     for b, start in enumerate(tqdm(range(0, len(images), batch_size), desc="ODE NLL", disable=not progress)):
         g = generator(seed, 3, b)
         x = to_model_range(images[start : start + batch_size])
-        x = x + (torch.rand(x.shape, generator=g) - 0.5) * BIN_WIDTH  # uniform dequantization
+        if codec.pixel_space:
+            x = x + (torch.rand(x.shape, generator=g) - 0.5) * BIN_WIDTH  # uniform dequantization
+        else:
+            x = codec.encode(x)
         yb = None if y is None else y[start : start + batch_size]
         logp, nfe_b = data_log_likelihood(denoiser, x, y=yb, steps=steps, method=method, rtol=rtol,
                                           divergence=divergence, probe=probe, generator=g)
         nfe = max(nfe, nfe_b)
-        bpd.append((-logp - D * math.log(BIN_WIDTH)) / (D * math.log(2)))
+        bins = D * math.log(BIN_WIDTH) if codec.pixel_space else 0.0  # -log P(bin) <= -log p(x) - D log w
+        bpd.append((-logp - bins) / (D * math.log(2)))
     all_bpd = torch.cat(bpd)
     n = len(all_bpd)
     s_min, s_max = denoiser.sigma_range()
@@ -143,4 +154,5 @@ def ode_bits_per_dim(denoiser: Denoiser, images: Tensor, *, steps: int = 50, met
         bits_per_dim=float(all_bpd.mean()),
         std_error=float(all_bpd.std() / math.sqrt(n)) if n > 1 else float("nan"),
         n_images=n, nfe_per_image=nfe, steps=steps, method=method, divergence=divergence, sigma_min=s_min, sigma_max=s_max,
+        space="pixels" if codec.pixel_space else "latents",
     )

@@ -110,24 +110,28 @@ def zero_(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """Pre-activated ResNet block with the time embedding added after the first conv (Ho et al. 2020, App. B)."""
+    """Pre-activated ResNet block with the time embedding added after the first conv (Ho et al. 2020, App. B).
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int) -> None:
+    With `emb_dim=None` it has no embedding (the autoencoder's blocks, Rombach et al. 2022, appendix G).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None, dropout: float, groups: int) -> None:
         super().__init__()
         self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         # Projects SiLU(embedding) (computed once by the UNet for all blocks) to one bias per channel.
-        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.emb_proj = nn.Linear(emb_dim, out_ch) if emb_dim is not None else None
         self.norm2 = group_norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         # A 1x1 conv on the skip path only when the channel count changes (identity otherwise).
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU."""
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        """x: (B, in_ch, H, W); emb: (B, emb_dim), already passed through SiLU (None without an embedding)."""
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb_proj(emb)[:, :, None, None]
+        if self.emb_proj is not None:
+            h = h + self.emb_proj(emb)[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 

@@ -79,6 +79,7 @@ class Process(Protocol):
     prediction: PredictionType
     learned_variance: bool
     variance: str  # the reverse variance the ancestral (ddpm) sampler uses by default: beta, beta_tilde or learned
+    pixel_decoder: bool  # whether the training loss ends in L_0 over the 256 pixel bins (needs pixel-space data)
 
     @property
     def T(self) -> int | None:

@@ -37,6 +37,7 @@ class ContinuousProcess(ABC):
     sampling_steps: ClassVar[int] = 50  # steps of the default sampler
     learned_variance = False  # only DDPM learns a reverse variance (iDDPM)
     variance = "beta_tilde"  # the ancestral sampler's default on the path's VP view: the posterior variance
+    pixel_decoder = False
     T = None  # continuous time: no discrete steps
 
     def __init__(self, path: GaussianPath, prediction: PredictionType | str):

@@ -148,6 +148,7 @@ class GaussianDiffusion:
         if timestep_sampling not in TIMESTEP_SAMPLING:
             raise ConfigError(f"timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLING)}, got {timestep_sampling!r}")
         self.variance, self.loss_type, self.vlb_weight = variance, loss, float(vlb_weight)
+        self.pixel_decoder = loss != "simple"  # L_vlb's L_0 is a discretized Gaussian over the 256 pixel bins
         self.timestep_sampling = timestep_sampling
         self.path = DiscreteVPPath(self.schedule)
 

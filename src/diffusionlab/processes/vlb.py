@@ -95,6 +95,14 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, log_scale: Ten
     return torch.where(x0 < -1 + BIN, log_cdf_upper, torch.where(x0 > 1 - BIN, log_sf_lower, mid))
 
 
+def gaussian_log_likelihood(x0: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """Elementwise log N(x0; mean, exp(log_scale)^2): the continuous decoder L_0 of data without pixel bins (latents)."""
+    return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * ((x0 - mean) * torch.exp(-log_scale)) ** 2
+
+
+DECODERS = ("discretized", "gaussian")
+
+
 def prior_kl(schedule: NoiseSchedule, x0: Tensor) -> Tensor:
     """L_T = KL(q(x_T | x0) || N(0, I)) per example, in nats (no parameters: a constant of the schedule)."""
     T = schedule.T
@@ -104,8 +112,15 @@ def prior_kl(schedule: NoiseSchedule, x0: Tensor) -> Tensor:
     return normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
 
 
-def vlb_term(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, k: Tensor, pred: Prediction, variance: str) -> Tensor:
-    """L_{k-1} per example in nats: the posterior KL for k >= 2, the decoder NLL -log p(x0 | x_1) for k = 1."""
+def vlb_term(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, k: Tensor, pred: Prediction, variance: str,
+             decoder: str = "discretized") -> Tensor:
+    """L_{k-1} per example in nats: the posterior KL for k >= 2, the decoder NLL -log p(x0 | x_1) for k = 1.
+
+    `decoder`: 'discretized' over the 256 pixel bins (DDPM eq. 13: a bound on the discrete NLL of 8-bit images), or
+    'gaussian', the continuous density N(x0; mu, Sigma_1) (for latents, which have no bins: a bound on -log p(z)).
+    """
+    if decoder not in DECODERS:
+        raise ConfigError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
     k = torch.as_tensor(k, device=x0.device).long().expand(x0.shape[0])
     # q(x_{k-1} | x_k, x0): the target of step k (DDPM eqs. 6-7).
     true_mean = reverse_mean(schedule, x0, x_t, k)
@@ -116,7 +131,8 @@ def vlb_term(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, k: Tensor, pred: 
     terms = normal_kl(true_mean, true_logvar, mean, logvar).flatten(1).sum(1)
     first = k == 1
     if bool(first.any()):  # only the k = 1 rows need the decoder (and other rows' tails could overflow it)
-        decoder_nll = -discretized_gaussian_log_likelihood(x0[first], mean[first], 0.5 * logvar[first]).flatten(1).sum(1)
+        log_lik = discretized_gaussian_log_likelihood if decoder == "discretized" else gaussian_log_likelihood
+        decoder_nll = -log_lik(x0[first], mean[first], 0.5 * logvar[first]).flatten(1).sum(1)
         terms = terms.masked_scatter(first, decoder_nll.to(terms.dtype))
     return terms
 

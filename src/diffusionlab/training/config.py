@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,34 @@ class OptimConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
 
+    def validate(self) -> None:
+        """One-line ConfigErrors for values that cannot work (non-finite ones included)."""
+        t = self
+        for name in ("lr", "weight_decay", "grad_clip", "ema_decay", "label_dropout"):
+            if not math.isfinite(getattr(t, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(t, name)}")
+        if t.minutes is not None and not math.isfinite(t.minutes):
+            raise ConfigError(f"minutes must be a finite number, got {t.minutes}")
+        if t.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if t.steps is None and t.minutes is None:
+            raise ConfigError("give a budget: steps or minutes")
+        if t.steps is not None and t.steps < 1:
+            raise ConfigError("steps must be >= 1")
+        if t.minutes is not None and t.minutes <= 0:
+            raise ConfigError("minutes must be > 0")
+        if not 0.0 <= t.ema_decay < 1.0:
+            raise ConfigError("ema_decay must be in [0, 1)")
+        if not 0.0 <= t.label_dropout < 1.0:
+            raise ConfigError("label_dropout must be in [0, 1)")
+        if t.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
+        if t.lr <= 0:
+            raise ConfigError("lr must be > 0")
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+
 
 @dataclass
 class SampleConfig:
@@ -153,26 +182,76 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ConfigError on values that cannot work."""
-        t = self.train
-        if t.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
-        if t.steps is None and t.minutes is None:
-            raise ConfigError("give a budget: steps or minutes")
-        if t.steps is not None and t.steps < 1:
-            raise ConfigError("steps must be >= 1")
-        if t.minutes is not None and t.minutes <= 0:
-            raise ConfigError("minutes must be > 0")
-        if not 0.0 <= t.ema_decay < 1.0:
-            raise ConfigError("ema_decay must be in [0, 1)")
-        if not 0.0 <= t.label_dropout < 1.0:
-            raise ConfigError("label_dropout must be in [0, 1)")
-        if t.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
-        if t.lr <= 0:
-            raise ConfigError("lr must be > 0")
-        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(t, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
+        from ..codecs import check_section
+
+        self.train.validate()
+        check_section(self.codec)
+
+
+@dataclass
+class AutoencoderLossConfig:
+    """The first stage's objective (Rombach et al. 2022, section 3 and appendix G): L1 reconstruction (+ a perceptual
+    term from the domain network, models/perceptual.py), a small KL to N(0, I), and a patch discriminator switched
+    on after `disc_start` steps with LDM's adaptive weight."""
+
+    kl_weight: float = 1e-6  # on the KL summed over latent dimensions, against L1 summed over pixels (LDM's scale)
+    perceptual_weight: float = 0.0  # 0: no perceptual term
+    disc_start: int | None = None  # None: no discriminator; else the step from which it trains and is used
+    disc_weight: float = 0.5  # LDM's discriminator_weight, times the adaptive ratio of gradient norms
+    disc_layers: int = 2  # PatchGAN depth (1 for 8x8 images)
+    disc_lr: float | None = None  # None: train.lr
+
+    def validate(self) -> None:
+        """One-line ConfigErrors for values that cannot work."""
+        for name in ("kl_weight", "perceptual_weight", "disc_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"loss.{name} must be a finite number >= 0, got {v!r}")
+        if self.disc_start is not None and (isinstance(self.disc_start, bool) or not isinstance(self.disc_start, int)
+                                            or self.disc_start < 0):
+            raise ConfigError(f"loss.disc_start must be a whole number >= 0 (or null: no discriminator), got {self.disc_start!r}")
+        if isinstance(self.disc_layers, bool) or not isinstance(self.disc_layers, int) or self.disc_layers < 1:
+            raise ConfigError(f"loss.disc_layers must be a whole number >= 1, got {self.disc_layers!r}")
+        if self.disc_lr is not None and not (isinstance(self.disc_lr, (int, float)) and math.isfinite(self.disc_lr)
+                                             and self.disc_lr > 0):
+            raise ConfigError(f"loss.disc_lr must be a finite number > 0, got {self.disc_lr!r}")
+
+
+@dataclass
+class AutoencoderRunConfig:
+    """Everything that defines an autoencoder run (`train-autoencoder`); config.json says `"kind": "autoencoder"`."""
+
+    kind: str = "autoencoder"
+    preset: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # models.autoencoder.AutoencoderConfig; sizes from the data
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    preview_n: int = 32  # images (and their reconstructions) in each preview grid
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "AutoencoderRunConfig":
+        """Parse and validate (unknown keys are an error)."""
+        sections = {"data": DataConfig, "loss": AutoencoderLossConfig, "train": OptimConfig}
+        unknown = set(d) - set(sections) - {"kind", "preset", "model", "preview_n"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        if d.get("kind", "autoencoder") != "autoencoder":
+            raise ConfigError(f"an autoencoder config has kind 'autoencoder', got {d.get('kind')!r}")
+        if not isinstance(d.get("model") or {}, dict):
+            raise ConfigError("config section 'model' must be a JSON object")
+        cfg = AutoencoderRunConfig(preset=d.get("preset"), model=dict(d.get("model") or {}),
+                                   preview_n=d.get("preview_n", 32),
+                                   **{name: _build(cls, d.get(name) or {}, name) for name, cls in sections.items()})
+        cfg.train.validate()
+        cfg.loss.validate()
+        if isinstance(cfg.preview_n, bool) or not isinstance(cfg.preview_n, int) or cfg.preview_n < 1:
+            raise ConfigError(f"preview_n must be a whole number >= 1, got {cfg.preview_n!r}")
+        return cfg
 
 
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -205,6 +284,18 @@ def merge_config(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     if new_method is not None and new_method != (base.get("process") or {}).get("method", "ddpm"):
         base = {**base, "process": {}}
     return deep_update(base, layer)
+
+
+def autoencoder_preset_config(name: str | None) -> dict[str, Any]:
+    """The autoencoder preset `name` merged over the defaults, as a dict."""
+    from .presets import AUTOENCODER_PRESETS
+
+    base = AutoencoderRunConfig().to_dict()
+    if name is None:
+        return base
+    if name not in AUTOENCODER_PRESETS:
+        raise ConfigError(f"unknown autoencoder preset {name!r}; choose from {', '.join(AUTOENCODER_PRESETS)}")
+    return deep_update(base, {"preset": name, **AUTOENCODER_PRESETS[name]})
 
 
 def preset_config(name: str | None) -> dict[str, Any]:

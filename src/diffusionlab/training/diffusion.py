@@ -8,6 +8,7 @@ classifier-free guidance, and a gradient step on the family's loss. The loop's b
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from accelerate import Accelerator
 from torch import Tensor
 
 from ..codecs import Codec, build_codec
-from ..data import ImageDataset, from_model_range, load_dataset, to_model_range
+from ..data import ImageDataset, from_model_range, load_dataset
 from ..errors import ConfigError
 from ..models import build_network
 from ..processes import Process
@@ -50,15 +51,26 @@ def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, i
 class DiffusionTask:
     """Algorithm 1 for a Gaussian family on the codec's space: one network, one AdamW optimizer."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, accelerator: Accelerator):
+    def __init__(self, cfg: RunConfig, run_dir: Path, accelerator: Accelerator, resume: bool = False):
         tc = cfg.train
+        self.process = cfg.process.build()
+        # A new run reads the codec's weights from their source; a resumed one from its own copy.
+        self.codec: Codec = build_codec(cfg.codec, run_dir if resume else None).to(accelerator.device)
+        if self.process.pixel_decoder and not self.codec.pixel_space:
+            raise ConfigError(f"loss {cfg.process['loss']} ends in a decoder over the 256 pixel bins, which latents do "
+                              f"not have: use loss simple in {self.codec.kind} space")
         self.data = load_dataset(cfg.data.source, cfg.data.data_dir, cfg.data.split, cfg.data.image_size,
                                  cfg.data.channels)
-        self.process = cfg.process.build()
-        self.codec: Codec = build_codec(cfg.codec, run_dir).to(accelerator.device)
         self.shape = self.codec.latent_shape(self.data.shape)
         fill_model_config(cfg, self.process, self.shape, self.data)
         self.cfg, self.config = cfg, cfg.to_dict()
+        self.files = self.codec.files()
+        t0 = time.perf_counter()
+        self.encoded = self.codec.encode_dataset(self.data.images, cfg.data.hflip)  # the trainer encodes
+        self.encode_seconds = time.perf_counter() - t0
+        if not self.codec.pixel_space and accelerator.is_main_process:
+            print(f"encoded {len(self.data)} images into {self.codec.kind} latents {self.shape} in "
+                  f"{self.encode_seconds:.1f} s", flush=True)
         self.t_sampler = self.process.timestep_sampler()
         torch.manual_seed(derive_seed(tc.seed, INIT_KEY))  # identical initial weights on every process
         self.model = build_network(cfg.model)
@@ -84,11 +96,8 @@ class DiffusionTask:
         drop = torch.rand(B, generator=g) < tc.label_dropout
         noise = torch.randn((B, *self.shape), generator=g) if self.codec.stochastic else None
         idx = ctx.indices[mine]
-        x = to_model_range(self.data.images[idx])
-        if self.cfg.data.hflip:
-            x = torch.where(flip[mine].view(-1, 1, 1, 1), x.flip(3), x)
-        with torch.no_grad():
-            x0 = self.codec.encode(x.to(dev), None if noise is None else noise[mine].to(dev))
+        x0 = self.encoded.batch(idx, flip[mine] if self.cfg.data.hflip else None,
+                                None if noise is None else noise[mine]).to(dev)
         y = None
         if self.null_label is not None:
             labels = self.data.labels[idx]  # type: ignore[index]
@@ -106,7 +115,7 @@ class DiffusionTask:
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss.detach()}
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, ema_weights: dict[str, Tensor]) -> dict[str, Any]:
         """The importance sampler's loss history (iDDPM), when there is one."""
         return {} if self.t_sampler is None else {"timestep_sampler": self.t_sampler.state_dict()}
 

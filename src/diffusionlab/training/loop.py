@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import ConfigError
 from ..viz import plot_metrics
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import OptimConfig
@@ -88,13 +88,15 @@ class TrainingTask(Protocol):
     optimizer: torch.optim.Optimizer
     extra: dict[str, tuple[nn.Module, torch.optim.Optimizer]]  # further networks, each with its own optimizer
     base_lr: dict[str, float]  # peak learning rate of "model" and of each extra network (before warm-up)
+    files: dict[str, bytes]  # files a new run directory keeps (path inside it -> bytes), e.g. a codec's weights
 
     def step(self, ctx: StepContext) -> dict[str, Tensor]:
         """One optimisation step; the losses to log by name ("loss" first: the one the progress bar shows)."""
         ...
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state beyond the networks and optimizers, saved in every checkpoint's state.json."""
+    def state_dict(self, ema_weights: dict[str, Tensor]) -> dict[str, Any]:
+        """JSON-able state beyond the networks and optimizers, saved in every checkpoint's state.json (it may be
+        computed from the EMA weights being saved, e.g. an autoencoder's latent statistics)."""
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -128,16 +130,22 @@ def format_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
-    """Create a new run directory, or check an existing one for --resume; never overwrite a run."""
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, files: dict[str, bytes] | None = None) -> None:
+    """Create a new run directory (with `files`, e.g. a codec's weights), or check an existing one for --resume;
+    never overwrite a run. config.json is written last: its presence marks a complete run directory."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "config.json").is_file():
             raise ConfigError(f"--resume: {run_dir} is not a run directory (no config.json)")
+        for name in files or {}:
+            if not (run_dir / name).is_file():
+                raise ConfigError(f"--resume: {run_dir / name} is missing (the run's codec weights)")
     else:
         if (run_dir / "config.json").exists() or list_checkpoints(run_dir):
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in (files or {}).items():
+            atomic_write_bytes(run_dir / name, data)
     (run_dir / "samples").mkdir(exist_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
 
@@ -181,7 +189,7 @@ def _run(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], Trai
     local_b = tc.batch_size // world
     task = make_task(accelerator)
     if main:
-        prepare_run_dir(run_dir, task.config, resume)
+        prepare_run_dir(run_dir, task.config, resume, task.files)
     accelerator.wait_for_everyone()
     ema = EMA(task.model, tc.ema_decay, tc.ema_warmup)
 
@@ -270,8 +278,9 @@ def _run(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], Trai
                 state: dict[str, Any] = {
                     "elapsed_seconds": elapsed, "images_seen": step * tc.batch_size, "ema_updates": ema.num_updates,
                     "rng": rng_state(), "config": task.config, "world_size": world, "version": __version__,
-                    "loss": last_loss, **task.state_dict(),
+                    "loss": last_loss,
                 }
+                state.update(task.state_dict({k: v.detach().cpu() for k, v in ema.state_dict().items()}))
                 extra = {name: (accelerator.unwrap_model(module).state_dict(), opt.state_dict())
                          for name, (module, opt) in task.extra.items()}
                 last_ckpt = save_checkpoint(run_dir, step, raw_model.state_dict(), ema.state_dict(),

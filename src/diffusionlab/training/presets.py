@@ -52,3 +52,56 @@ for _data, _families in FAMILY_PROCESSES.items():
         PRESETS[f"{_data}-{_method}"] = {**PRESETS[_data], "process": {"method": _method, **_settings}}
 
 
+
+
+# Latent diffusion (Rombach et al. 2022): the same families on an autoencoder's latents. These presets need
+# `--latent AE_RUN` (an autoencoder run: `train-autoencoder --preset digits-ae|mnist-ae`); `train --preset digits` or
+# `mnist` with `--latent` uses them. The network is sized for the latents (8x8x4 for mnist-ae, 4x4x2 for digits-ae).
+# L_vlb's last term is a decoder over 256 pixel bins, which means nothing for latents: loss simple, fixed variance.
+PRESETS["mnist-ldm"] = {
+    "data": {"source": "mnist", "split": "train"},
+    "model": {"base_channels": 64, "channel_mult": [1, 2], "num_res_blocks": 2, "attention_resolutions": [4],
+              "dropout": 0.0, "num_heads": 4},
+    "process": {"method": "ddpm", "schedule": "cosine", "T": 1000, "prediction": "v"},
+    "codec": {"kind": "autoencoder"},
+    "train": {"batch_size": 64, "steps": 3000, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.999,
+              "sample_every": 1000, "checkpoint_every": 500, "log_every": 50},
+    "sample": {"sampler": "ddim", "steps": 50, "n": 100},
+}
+PRESETS["digits-ldm"] = {
+    "data": {"source": "digits", "split": "all"},
+    "model": {"base_channels": 64, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [2],
+              "dropout": 0.0, "num_heads": 4},
+    "process": {"method": "ddpm", "schedule": "cosine", "T": 1000, "prediction": "v"},
+    "codec": {"kind": "autoencoder"},
+    "train": {"batch_size": 128, "steps": 2000, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.999,
+              "sample_every": 500, "checkpoint_every": 500, "log_every": 50},
+    "sample": {"sampler": "ddim", "steps": 50, "n": 100},
+}
+# The preset `--latent` switches a pixel preset to.
+LATENT_PRESETS = {"digits": "digits-ldm", "mnist": "mnist-ldm"}
+
+# KL autoencoders (`train-autoencoder`; Rombach et al. 2022, appendix G), the first stage of the -ldm presets.
+# Adam with betas (0.5, 0.9) and no gradient clipping, as LDM trains its first stage: the loss sums L1 over pixels.
+AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "mnist-ae": {
+        # f = 4 on MNIST padded to 32x32: latents 4 x 8 x 8 (256 numbers for 784 pixels).
+        "data": {"source": "mnist", "split": "train"},
+        "model": {"base_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1, "latent_channels": 4,
+                  "attention": True, "pad_to": 32},
+        "loss": {"kl_weight": 1e-6, "perceptual_weight": 0.0, "disc_start": None},
+        "train": {"batch_size": 64, "steps": 3000, "lr": 1e-3, "adam_betas": [0.5, 0.9], "grad_clip": 0.0,
+                  "warmup_steps": 100, "ema_decay": 0.999, "sample_every": 1000, "checkpoint_every": 500,
+                  "log_every": 50},
+    },
+    "digits-ae": {
+        # f = 2 on the 8x8 digits: latents 2 x 4 x 4 (32 numbers for 64 pixels).
+        "data": {"source": "digits", "split": "all"},
+        "model": {"base_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "latent_channels": 2,
+                  "attention": True},
+        "loss": {"kl_weight": 1e-6, "perceptual_weight": 0.0, "disc_start": None, "disc_layers": 1},
+        "train": {"batch_size": 128, "steps": 2000, "lr": 2e-3, "adam_betas": [0.5, 0.9], "grad_clip": 0.0,
+                  "warmup_steps": 100, "ema_decay": 0.999, "sample_every": 500, "checkpoint_every": 500,
+                  "log_every": 50},
+    },
+}
