@@ -276,3 +276,36 @@ def test_bad_latent_inputs_give_one_line_errors_and_write_nothing(ae_run: Path, 
     _one_line_error(run_cli("train-autoencoder", "--kl-weight", "-1", "--out", str(out)), "kl_weight")
     _one_line_error(run_cli("train-autoencoder", "--pad-to", "7", "--out", str(out)), "pad_to")
     assert not out.exists()
+
+
+def test_evaluate_an_autoencoder_run_reports_psnr_and_rfid(ae_run: Path, capsys) -> None:
+    """`evaluate AE_RUN --fid`: PSNR of the test reconstructions (closed form on 8-bit pixels) and rFID beside the floor."""
+    from diffusionlab.evaluation.reconstruction import psnr
+
+    a = torch.full((2, 1, 2, 2), 100, dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0, 0] = 110  # MSE 100 / 4 = 25 in image 0: 10 log10(255^2 / 25) = 34.15 dB
+    assert torch.allclose(psnr(b, a), torch.tensor([10 * np.log10(255**2 / 25), 10 * np.log10(255**2 / 1e-10)],
+                                                   dtype=torch.float64))
+    assert main(["evaluate", str(ae_run), "--fid", "--n", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out and "rFID" in out and "real-data floor" in out
+    report = json.loads(sorted((ae_run / "eval").glob("*.json"))[-1].read_text())["reconstruction"]
+    assert 10 < report["psnr_mean"] < 60 and report["quality"]["fid"] > report["quality"]["floor"]["fid"] * 0.5
+    assert main(["evaluate", str(ae_run), "--nll"]) == 2
+    assert "use --fid" in capsys.readouterr().err
+
+
+def test_any_family_with_class_conditioning_and_guidance_in_latent_space(ae_run: Path, tmp_path: Path, capsys) -> None:
+    """`train --latent` with another --method and --class-conditional; `sample --class --guidance-scale` on it."""
+    (tmp_path / "tiny.json").write_text(json.dumps({k: v for k, v in TINY_LDM.items() if k != "process"}))
+    run = tmp_path / "flow-ldm"
+    assert main(["train", "--preset", "digits", "--latent", str(ae_run), "--method", "flow", "--class-conditional",
+                 "--config", str(tmp_path / "tiny.json"), "--steps", "4", "--out", str(run), "--progress", "lines"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["process"]["method"] == "flow" and cfg["model"]["num_classes"] == 10 and cfg["model"]["time_scale"] == 1000
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(run), "--n", "4", "--class", "3", "--guidance-scale", "2", "--steps", "3",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "classifier-free scale S = 2" in printed and np.load(out)["images"].shape == (4, 8, 8)

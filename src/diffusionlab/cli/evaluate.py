@@ -69,6 +69,45 @@ def _fmt_quality(r: dict[str, Any]) -> str:
             f"recall {r['recall']:.3f}{is_}")
 
 
+def evaluate_autoencoder(args: argparse.Namespace, target: Path) -> int:
+    """`evaluate AE_RUN --fid`: PSNR and rFID of the test split's reconstructions (EMA weights), beside the floor."""
+    from ..atomic import atomic_write_text
+    from ..errors import CheckpointError
+    from ..evaluation.evaluate import build_extractor, load_split
+    from ..evaluation.reconstruction import reconstruction_report
+    from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
+    from ..runs import read_autoencoder_run_config
+    from ..training.checkpoint import latest_checkpoint, load_checkpoint
+
+    if args.nll or not args.fid:
+        raise ConfigError("an autoencoder run is evaluated by its reconstructions: use --fid (PSNR and rFID)")
+    cfg = read_autoencoder_run_config(target)
+    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(target)
+    state = load_checkpoint(ckpt, with_optimizer=False)
+    model = AutoencoderKL(AutoencoderConfig.from_dict(cfg.model))
+    try:
+        model.load_state_dict(state.model if args.no_ema else state.ema)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not match the autoencoder in config.json "
+                              f"({str(e).splitlines()[0][:100]})") from None
+    data = cfg.data if args.data_dir is None else dataclasses.replace(cfg.data, data_dir=args.data_dir)
+    train, test = load_split(data, "train"), load_split(data, args.split)
+    extractor = build_extractor(args.extractor, train, test, inception_weights=args.inception_weights,
+                                download=args.download_inception, progress=True)
+    r = reconstruction_report(model, train, test, extractor, n=args.n, seed=args.seed)
+    q = r["quality"]
+    print(f"reconstructions of {r['n']} {args.split} images (step {state.step} {'raw' if args.no_ema else 'EMA'} weights): "
+          f"PSNR {r['psnr_mean']:.2f} dB (median {r['psnr_median']:.2f})")
+    print(f"  rFID {q['fid']:.3f} | KID {q['kid_mean']:.4f} | precision {q['precision']:.3f} | recall {q['recall']:.3f}")
+    print(f"  real-data floor (train vs {args.split}): FID {q['floor']['fid']:.3f}")
+    print(f"  [extractor: {q['extractor']}; latents {'x'.join(map(str, model.config.latent_shape))}, f = {model.config.factor}]")
+    out = Path(args.json) if args.json else target / "eval" / f"eval-step{state.step}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_text(out, json.dumps({"target": str(target), "checkpoint_step": state.step, "reconstruction": r},
+                                      indent=1, default=float))
+    print(f"report: {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """`diffusionlab evaluate`."""
     import torch
@@ -85,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--ode goes with --nll (the NLL by the probability-flow ODE)")
     target = Path(args.target)
     is_npz = target.suffix == ".npz"
+    if not is_npz and (target / "config.json").is_file():
+        from ..runs import read_config_json
+
+        if read_config_json(target).get("kind") == "autoencoder":
+            return evaluate_autoencoder(args, target)
     run = None
     if is_npz:
         if args.nll:

@@ -62,6 +62,60 @@ def process_flags() -> list[tuple[str, str, Callable[[str], Any], tuple[str, ...
     return out
 
 
+def add_run_arguments(t: argparse.ArgumentParser, presets: tuple[str, ...], default: str) -> None:
+    """What every training command takes: preset, config file, run directory, budget, seed, resume, progress."""
+    t.add_argument("--preset", choices=presets, default=None, help=f"start from a preset (default: {default})")
+    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=positive_int, help="training steps")
+    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
+
+
+def put_budget(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """--steps or --minutes (each replaces the other) and --seed, into the `train` section of the overrides."""
+    train = overrides.setdefault("train", {})
+    if args.steps is not None:
+        train.update(steps=args.steps, minutes=None)
+    if args.minutes is not None:
+        train.update(minutes=args.minutes, steps=None)
+    if args.seed is not None:
+        train["seed"] = args.seed
+    if not train:
+        del overrides["train"]
+
+
+def resume_dir(args: argparse.Namespace, overrides: dict[str, Any], *also: str) -> Path:
+    """The run directory to resume, after refusing --preset/--config (and `also`) and any change but the budget."""
+    if not args.out:
+        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    given = [flag for flag in ("preset", "config", *also) if getattr(args, flag)]
+    if given:
+        raise ConfigError(f"--resume continues a run with its own config.json; drop {', '.join('--' + f for f in given)}")
+    for section, values in overrides.items():
+        for key in values if isinstance(values, dict) else [section]:
+            if (section, key) not in RESUMABLE:
+                raise ConfigError(f"cannot change {section}.{key} when resuming (only the budget and logging)")
+    return Path(args.out)
+
+
+def default_run_dir(args: argparse.Namespace, name: str) -> Path:
+    """--out, or runs/NAME-TIMESTAMP."""
+    return Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def print_result(res: Any, *lines: str) -> None:
+    """The end of a training command: step, loss, time, where everything is."""
+    print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
+    for line in lines:
+        print(line)
+    print(f"run directory: {res.run_dir}")
+    print(f"checkpoint:    {res.checkpoint}")
+
+
 def add_parser(sub: Any) -> None:
     """The `train` sub-command."""
     from ..processes import METHODS
@@ -70,20 +124,12 @@ def add_parser(sub: Any) -> None:
     from ..training.presets import PRESETS
 
     t = sub.add_parser("train", help="train a model (or resume a run)", description="Train a diffusion model.")
-    t.add_argument("--preset", choices=tuple(PRESETS), default=None, help="start from a preset (default: digits)")
-    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
-    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=positive_int, help="training steps")
-    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
-    t.add_argument("--seed", type=int, help="random seed (default 0)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    add_run_arguments(t, tuple(PRESETS), "digits")
     t.add_argument("--latent", metavar="AE_RUN",
                    help="train in the latent space of this autoencoder run (train-autoencoder); a pixel preset with a "
                         "latent variant (digits, mnist) switches to it (digits-ldm, mnist-ldm)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with class labels")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
-    t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
     t.add_argument("--method", choices=tuple(METHODS), default=None, help=f"model family: {', '.join(METHODS)}")
     for flag, name, parse, choices, hlp in process_flags():
         t.add_argument(flag, dest=f"process_{_dest(flag)}", type=parse, choices=choices, default=None, help=hlp,
@@ -108,31 +154,15 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     put("process", "method", args.method)
     for flag, name, _, _, _ in process_flags():
         put("process", name, getattr(args, f"process_{_dest(flag)}"))
-    put("train", "steps", args.steps)
-    if args.steps is not None:  # the budget is one or the other: --steps replaces a run's minutes budget
-        overrides["train"]["minutes"] = None
-    if args.minutes is not None:
-        put("train", "minutes", args.minutes)
-        overrides["train"]["steps"] = None
-    put("train", "seed", args.seed)
     put("train", "class_conditional", args.class_conditional)
     put("data", "hflip", args.hflip)
+    put_budget(args, overrides)
 
     if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-        if args.preset or args.config or args.latent:
-            raise ConfigError("--resume continues a run with its own config.json (and codec); drop --preset/--config/--latent")
         from ..runs import read_run_config
 
-        run_dir = Path(args.out)
-        base = read_run_config(run_dir).to_dict()
-        for section, values in overrides.items():
-            for key in values:
-                if (section, key) not in RESUMABLE:
-                    raise ConfigError(f"cannot change {section}.{key} when resuming (only the budget and logging)")
-        cfg = RunConfig.from_dict(merge_config(base, overrides))
-        return cfg, run_dir, True
+        run_dir = resume_dir(args, overrides, "latent")
+        return RunConfig.from_dict(merge_config(read_run_config(run_dir).to_dict(), overrides)), run_dir, True
 
     preset = args.preset or ("digits" if not args.config else None)
     if args.latent:
@@ -147,8 +177,7 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     if args.config:
         base = merge_config(base, read_config_file(args.config))
     cfg = RunConfig.from_dict(merge_config(base, overrides))
-    run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return cfg, run_dir, False
+    return cfg, default_run_dir(args, cfg.preset or "run"), False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,9 +189,7 @@ def run(args: argparse.Namespace) -> int:
     res = train(cfg, run_dir, resume=resume, progress=progress)
     if not res.is_main_process:
         return 0
-    print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
-    print(f"run directory: {res.run_dir}")
-    print(f"checkpoint:    {res.checkpoint}")
+    print_result(res)
     if res.sample_grid:
         print(f"sample grid:   {res.sample_grid}")
     return 0
@@ -199,18 +226,9 @@ def add_autoencoder_parser(sub: Any) -> None:
     t = sub.add_parser("train-autoencoder", help="train the KL autoencoder of latent diffusion (or resume one)",
                        description="Train a KL-regularised autoencoder (Rombach et al. 2022), the first stage of latent "
                                    "diffusion; then `train --latent RUN_DIR` trains a diffusion model on its latents.")
-    t.add_argument("--preset", choices=tuple(AUTOENCODER_PRESETS), default=None,
-                   help="start from a preset (default: digits-ae)")
-    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
-    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=positive_int, help="training steps")
-    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
-    t.add_argument("--seed", type=int, help="random seed (default 0)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    add_run_arguments(t, tuple(AUTOENCODER_PRESETS), "digits-ae")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
     t.add_argument("--no-attention", action="store_true", default=None, help="no self-attention in the middle blocks")
-    t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
     choices = {"--mixed-precision": MIXED_PRECISION}
     for flag, _, _, typ, hlp in _ae_overrides():
         t.add_argument(flag, type=typ, default=None, choices=choices.get(flag), help=hlp)
@@ -225,35 +243,21 @@ def config_for_autoencoder(args: argparse.Namespace) -> tuple[Any, Path, bool]:
         value = getattr(args, _dest(flag))
         if value is not None:
             (overrides.setdefault(section, {}) if section else overrides)[key] = value
-    for section, key, value in (("train", "seed", args.seed), ("data", "hflip", args.hflip),
-                                ("model", "attention", False if args.no_attention else None)):
+    for section, key, value in (("data", "hflip", args.hflip), ("model", "attention", False if args.no_attention else None)):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
-    if args.steps is not None:
-        overrides.setdefault("train", {}).update(steps=args.steps, minutes=None)
-    if args.minutes is not None:
-        overrides.setdefault("train", {}).update(minutes=args.minutes, steps=None)
+    put_budget(args, overrides)
     if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-        if args.preset or args.config:
-            raise ConfigError("--resume continues a run with its own config.json; drop --preset/--config")
         from ..runs import read_autoencoder_run_config
 
-        run_dir = Path(args.out)
-        base = read_autoencoder_run_config(run_dir).to_dict()
-        for section, values in overrides.items():
-            for key in values if isinstance(values, dict) else [section]:
-                if (section, key) not in RESUMABLE:
-                    raise ConfigError(f"cannot change {section}.{key} when resuming (only the budget and logging)")
-        return AutoencoderRunConfig.from_dict(deep_update(base, overrides)), run_dir, True
+        run_dir = resume_dir(args, overrides)
+        return AutoencoderRunConfig.from_dict(deep_update(read_autoencoder_run_config(run_dir).to_dict(), overrides)), run_dir, True
     preset = args.preset or ("digits-ae" if not args.config else None)
     base = autoencoder_preset_config(preset)
     if args.config:
         base = deep_update(base, read_config_file(args.config))
     cfg = AutoencoderRunConfig.from_dict(deep_update(base, overrides))
-    run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'autoencoder'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return cfg, run_dir, False
+    return cfg, default_run_dir(args, cfg.preset or "autoencoder"), False
 
 
 def run_autoencoder(args: argparse.Namespace) -> int:
@@ -269,11 +273,9 @@ def run_autoencoder(args: argparse.Namespace) -> int:
         return 0
     latent = load_checkpoint(res.checkpoint, with_optimizer=False).state["latent"]
     model = AutoencoderConfig.from_dict(cfg.model)
-    print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
-    print(f"latents: {'x'.join(map(str, model.latent_shape))} for {'x'.join(map(str, model.image_shape))} images "
-          f"(f = {model.factor}); scale factor 1/std(z) = {latent['scale_factor']:.4f} on {latent['n_images']} images")
-    print(f"run directory: {res.run_dir}")
-    print(f"checkpoint:    {res.checkpoint}")
+    print_result(res, f"latents: {'x'.join(map(str, model.latent_shape))} for {'x'.join(map(str, model.image_shape))} "
+                      f"images (f = {model.factor}); scale factor 1/std(z) = {latent['scale_factor']:.4f} on "
+                      f"{latent['n_images']} images")
     if res.sample_grid:
         print(f"reconstructions: {res.sample_grid}")
     print(f"next: diffusionlab train --latent {res.run_dir} ...")

@@ -50,7 +50,7 @@ def load_autoencoder(model_cfg: dict[str, Any], data: bytes, where: Path) -> Aut
 class LatentTable:
     """The posterior mean and standard deviation of every training image (and of its mirror image, with flips)."""
 
-    def __init__(self, codec: "AutoencoderCodec", images: Tensor, hflip: bool, batch_size: int = 512) -> None:
+    def __init__(self, codec: "AutoencoderCodec", images: Tensor, hflip: bool, batch_size: int = 128) -> None:
         self.codec = codec
         self.mean, self.std = self._moments(images, batch_size)
         self.flipped = self._moments(images.flip(3), batch_size) if hflip else None

@@ -116,8 +116,12 @@ class DiffusionTask:
         return {"loss": loss.detach()}
 
     def state_dict(self, ema_weights: dict[str, Tensor]) -> dict[str, Any]:
-        """The importance sampler's loss history (iDDPM), when there is one."""
-        return {} if self.t_sampler is None else {"timestep_sampler": self.t_sampler.state_dict()}
+        """The importance sampler's loss history (iDDPM), when there is one; the time the codec took to encode the
+        training set (outside the loop's elapsed time: part of the run's compute all the same)."""
+        state: dict[str, Any] = {"codec_encode_seconds": round(self.encode_seconds, 3)}
+        if self.t_sampler is not None:
+            state["timestep_sampler"] = self.t_sampler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`."""

@@ -193,7 +193,7 @@ def _run(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], Trai
     accelerator.wait_for_everyone()
     ema = EMA(task.model, tc.ema_decay, tc.ema_warmup)
 
-    start, prior_elapsed = 0, 0.0
+    start, prior_elapsed, overhead = 0, 0.0, 0.0
     metrics_path = run_dir / "metrics.jsonl"
     if resume and list_checkpoints(run_dir):
         ckpt = load_checkpoint(latest_checkpoint(run_dir))
@@ -206,6 +206,7 @@ def _run(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], Trai
         set_rng_state(ckpt.state["rng"])
         task.load_state_dict(ckpt.state)
         start, prior_elapsed = ckpt.step, float(ckpt.state.get("elapsed_seconds", 0.0))
+        overhead = float(ckpt.state.get("overhead_seconds", 0.0))
     if main:
         _truncate_metrics(metrics_path, start)
 
@@ -273,12 +274,13 @@ def _run(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], Trai
                     print(f"step {step}{of} | loss {means['loss']:.4f}{others} | {its:.1f} it/s | "
                           f"ETA {format_eta(left)}", flush=True)
             last_loss, log_t, log_step, sums, loss_n = means["loss"], now, step, {}, 0
+        t_over = time.perf_counter()
         if step % tc.checkpoint_every == 0 or stop:
             if main:
                 state: dict[str, Any] = {
                     "elapsed_seconds": elapsed, "images_seen": step * tc.batch_size, "ema_updates": ema.num_updates,
                     "rng": rng_state(), "config": task.config, "world_size": world, "version": __version__,
-                    "loss": last_loss,
+                    "loss": last_loss, "overhead_seconds": overhead,
                 }
                 state.update(task.state_dict({k: v.detach().cpu() for k, v in ema.state_dict().items()}))
                 extra = {name: (accelerator.unwrap_model(module).state_dict(), opt.state_dict())
@@ -291,6 +293,7 @@ def _run(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], Trai
             grid_path = task.preview({k: v.detach().cpu() for k, v in ema.state_dict().items()},
                                      run_dir / "samples" / f"step_{step:08d}.png")
             task.model.train()
+        overhead += time.perf_counter() - t_over  # checkpoints and preview grids: wall time that trains nothing
         if stop:
             break
     bar.close()
