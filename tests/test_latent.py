@@ -309,3 +309,23 @@ def test_any_family_with_class_conditioning_and_guidance_in_latent_space(ae_run:
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "classifier-free scale S = 2" in printed and np.load(out)["images"].shape == (4, 8, 8)
+
+
+def test_perceptual_term_from_the_domain_network(tmp_path: Path) -> None:
+    """The feature distance is 0 between an image and itself, positive and symmetric otherwise, and grows with the
+    corruption; an autoencoder trains with it (the domain classifier of the data, trained once and cached)."""
+    from diffusionlab.evaluation.extractors import domain_extractor
+    from diffusionlab.models.perceptual import FeatureDistance
+
+    torch.set_num_threads(1)
+    train = load_dataset("digits", None, "all")
+    d = FeatureDistance(domain_extractor(train).model.body)
+    x = to_model_range(train.images[:64])
+    g = torch.Generator().manual_seed(0)
+    small, large = ((x + s * torch.randn(x.shape, generator=g)).clamp(-1, 1) for s in (0.1, 0.5))
+    assert torch.equal(d(x, x), torch.zeros(64))
+    assert torch.allclose(d(x, small), d(small, x), atol=1e-6)
+    assert bool((d(x, small) > 0).all()) and float(d(x, large).mean()) > 2 * float(d(x, small).mean())
+    train_autoencoder(ae_config(4, perceptual_weight=1.0), tmp_path / "ae-p", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "ae-p" / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite(rows[-1]["loss"])
