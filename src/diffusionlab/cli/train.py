@@ -107,6 +107,22 @@ def default_run_dir(args: argparse.Namespace, name: str) -> Path:
     return Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def layered(args: argparse.Namespace, base: dict[str, Any], overrides: dict[str, Any], merge: Callable[..., Any],
+            parse: Callable[[dict[str, Any]], Any], name: str) -> tuple[Any, Path, bool]:
+    """A new run's config: the preset `base`, then --config, then the command line (`merge` layers them)."""
+    from ..training.config import read_config_file
+
+    if args.config:
+        base = merge(base, read_config_file(args.config))
+    cfg = parse(merge(base, overrides))
+    return cfg, default_run_dir(args, cfg.preset or name), False
+
+
+def progress_mode(args: argparse.Namespace) -> bool | None:
+    """--progress: None (a bar on a terminal, lines otherwise), True (bar) or False (lines)."""
+    return None if args.progress == "auto" else args.progress == "bar"
+
+
 def print_result(res: Any, *lines: str) -> None:
     """The end of a training command: step, loss, time, where everything is."""
     print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
@@ -141,7 +157,7 @@ def add_parser(sub: Any) -> None:
 
 def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     """(RunConfig, run directory, resume?) from the preset, --config and the overrides."""
-    from ..training.config import RunConfig, merge_config, preset_config, read_config_file
+    from ..training.config import RunConfig, merge_config, preset_config
 
     overrides: dict[str, Any] = {}
 
@@ -173,11 +189,7 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
         if preset in LATENT_PRESETS:
             print(f"--latent: preset {preset} -> {LATENT_PRESETS[preset]} (its network is sized for the latents)")
             preset = LATENT_PRESETS[preset]
-    base = preset_config(preset)
-    if args.config:
-        base = merge_config(base, read_config_file(args.config))
-    cfg = RunConfig.from_dict(merge_config(base, overrides))
-    return cfg, default_run_dir(args, cfg.preset or "run"), False
+    return layered(args, preset_config(preset), overrides, merge_config, RunConfig.from_dict, "run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,8 +197,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     cfg, run_dir, resume = config_for_train(args)
-    progress = None if args.progress == "auto" else args.progress == "bar"
-    res = train(cfg, run_dir, resume=resume, progress=progress)
+    res = train(cfg, run_dir, resume=resume, progress=progress_mode(args))
     if not res.is_main_process:
         return 0
     print_result(res)
@@ -236,7 +247,7 @@ def add_autoencoder_parser(sub: Any) -> None:
 
 def config_for_autoencoder(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     """(AutoencoderRunConfig, run directory, resume?) from the preset, --config and the overrides."""
-    from ..training.config import AutoencoderRunConfig, autoencoder_preset_config, deep_update, read_config_file
+    from ..training.config import AutoencoderRunConfig, autoencoder_preset_config, deep_update
 
     overrides: dict[str, Any] = {}
     for flag, section, key, _, _ in _ae_overrides():
@@ -253,11 +264,8 @@ def config_for_autoencoder(args: argparse.Namespace) -> tuple[Any, Path, bool]:
         run_dir = resume_dir(args, overrides)
         return AutoencoderRunConfig.from_dict(deep_update(read_autoencoder_run_config(run_dir).to_dict(), overrides)), run_dir, True
     preset = args.preset or ("digits-ae" if not args.config else None)
-    base = autoencoder_preset_config(preset)
-    if args.config:
-        base = deep_update(base, read_config_file(args.config))
-    cfg = AutoencoderRunConfig.from_dict(deep_update(base, overrides))
-    return cfg, default_run_dir(args, cfg.preset or "autoencoder"), False
+    return layered(args, autoencoder_preset_config(preset), overrides, deep_update, AutoencoderRunConfig.from_dict,
+                   "autoencoder")
 
 
 def run_autoencoder(args: argparse.Namespace) -> int:
@@ -267,8 +275,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.trainer import train_autoencoder
 
     cfg, run_dir, resume = config_for_autoencoder(args)
-    progress = None if args.progress == "auto" else args.progress == "bar"
-    res = train_autoencoder(cfg, run_dir, resume=resume, progress=progress)
+    res = train_autoencoder(cfg, run_dir, resume=resume, progress=progress_mode(args))
     if not res.is_main_process:
         return 0
     latent = load_checkpoint(res.checkpoint, with_optimizer=False).state["latent"]

@@ -11,22 +11,24 @@ at the latent resolution). An image whose size is not a multiple of f is padded 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .config import SizedConfig
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm
 from .unet import preferred_memory_format
 
 
 @dataclass
-class AutoencoderConfig:
+class AutoencoderConfig(SizedConfig):
     """Hyper-parameters of `AutoencoderKL`; validated on construction (one-line ConfigErrors)."""
+
+    label: ClassVar[str] = "autoencoder config"
 
     image_size: int | tuple[int, int]  # H (= W) or (H, W) of the data
     in_channels: int = 1
@@ -47,11 +49,6 @@ class AutoencoderConfig:
             self._validate()
         except (TypeError, ValueError) as e:
             raise ConfigError(f"invalid autoencoder config value: {e}".splitlines()[0]) from None
-
-    @property
-    def height_width(self) -> tuple[int, int]:
-        """(H, W) of the data."""
-        return self.image_size if isinstance(self.image_size, tuple) else (self.image_size, self.image_size)  # type: ignore[return-value]
 
     @property
     def factor(self) -> int:
@@ -92,23 +89,6 @@ class AutoencoderConfig:
         elif h % f or w % f:
             raise ConfigError(f"image size {h}x{w} is not a multiple of f = {f}: set pad_to (e.g. "
                               f"{-(-max(h, w) // f) * f}) or use fewer levels")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AutoencoderConfig":
-        """Inverse of `to_dict`; unknown keys raise ConfigError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown autoencoder config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        if "image_size" not in d:
-            raise ConfigError("the autoencoder config needs image_size")
-        return cls(**d)
-
 
 class DiagonalGaussian:
     """q(z | x) = N(mean, diag exp(logvar)), log-variance clamped to [-30, 20] as in LDM."""

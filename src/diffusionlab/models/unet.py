@@ -9,16 +9,16 @@ of the last layer of every residual branch, label embedding added to the time em
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .config import SizedConfig
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_
 
 
@@ -40,8 +40,10 @@ def preferred_memory_format() -> torch.memory_format:
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(SizedConfig):
     """Hyper-parameters of `UNet`; validated on construction (ConfigError with a one-line message)."""
+
+    label: ClassVar[str] = "UNetConfig"
 
     image_size: int | tuple[int, int]  # H (=W) or (H, W)
     in_channels: int = 1
@@ -66,13 +68,6 @@ class UNetConfig:
             self._validate()
         except (TypeError, ValueError) as e:  # e.g. a string where a number belongs, from a JSON file
             raise ConfigError(f"invalid UNetConfig value: {e}".splitlines()[0]) from None
-
-    @property
-    def height_width(self) -> tuple[int, int]:
-        """(H, W) of the input images."""
-        if isinstance(self.image_size, tuple):
-            return self.image_size  # type: ignore[return-value]
-        return (self.image_size, self.image_size)
 
     @property
     def resolved_out_channels(self) -> int:
@@ -121,26 +116,6 @@ class UNetConfig:
                 f"num_heads={self.num_heads} does not divide the {self.base_channels * self.channel_mult[-1]} "
                 "channels of the middle attention block"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UNetConfig":
-        """Inverse of `to_dict`; unknown keys raise ConfigError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown UNetConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        if "image_size" not in d:
-            raise ConfigError("UNetConfig needs image_size")
-        return cls(**d)
-
 
 class _Stage(nn.Module):
     """One ResBlock, optionally followed by self-attention and/or 2x upsampling (decoder only)."""

@@ -77,7 +77,7 @@ class AutoencoderTask:
         tc, lc = cfg.train, cfg.loss
         self.data = load_dataset(cfg.data.source, cfg.data.data_dir, cfg.data.split, cfg.data.image_size,
                                  cfg.data.channels)
-        model_cfg = fill_autoencoder_config(cfg, self.data.shape)
+        self.model_config = model_cfg = fill_autoencoder_config(cfg, self.data.shape)
         self.cfg, self.config = cfg, cfg.to_dict()
         self.feature_distance = None
         if lc.perceptual_weight > 0:
@@ -151,11 +151,6 @@ class AutoencoderTask:
             disc_opt.zero_grad(set_to_none=True)
             out["d_loss"] = d_loss.detach()
         return {"loss": loss.detach(), **out}
-
-    @property
-    def model_config(self) -> AutoencoderConfig:
-        """The autoencoder's configuration."""
-        return AutoencoderConfig.from_dict(self.cfg.model)
 
     def _ema_model(self, ema_weights: dict[str, Tensor]) -> AutoencoderKL:
         model = AutoencoderKL(self.model_config)
