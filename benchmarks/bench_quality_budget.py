@@ -33,7 +33,7 @@ def evaluate(npz: Path, data_dir: str) -> dict:
     """`diffusionlab evaluate FILE.npz --fid` against the MNIST test split; returns the report's quality part."""
     out = npz.with_suffix(".eval.json")
     proc = subprocess.run([*CLI, "evaluate", str(npz), "--fid", "--dataset", "mnist", "--data-dir", data_dir,
-                           "--json", str(out)], capture_output=True, text=True)
+                           "--json", str(out), "--overwrite"], capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"evaluate failed: {proc.stderr}")
     print(proc.stdout, flush=True)

@@ -195,12 +195,18 @@ def test_failures_never_damage_an_earlier_run(trained_run: Path, tmp_path: Path)
     ema.write_bytes(ema.read_bytes()[:100])
     corrupted = _digest(run)
     _assert_clean_error(run_cli("sample", str(run), "--n", "2"), "ema.safetensors")
-    _assert_clean_error(run_cli("train", "--resume", "--out", str(run)), "ema.safetensors")
     assert _digest(run) == corrupted
     # 3. an earlier, intact checkpoint is still usable explicitly
     earlier = run / "checkpoints" / "step_00000004"
     proc = run_cli("sample", str(run), "--n", "2", "--steps", "2", "--checkpoint", str(earlier), "--out", str(tmp_path / "e.npz"))
     assert proc.returncode == 0, proc.stderr
+    # 4. --resume falls back to the checkpoint before the damaged one, says so, and keeps the damaged one aside
+    proc = run_cli("train", "--resume", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "step_00000008 is unreadable" in proc.stderr and "falling back" in proc.stderr
+    kept = run / "checkpoints" / "step_00000008.unreadable" / "ema.safetensors"
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == corrupted["checkpoints/step_00000008/ema.safetensors"]
+    assert (run / "checkpoints" / "step_00000008" / "ema.safetensors").stat().st_size > 100  # trained again
 
 
 def test_classify_reports_real_digits_as_all_ten_classes(tmp_path: Path):

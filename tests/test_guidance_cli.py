@@ -90,7 +90,7 @@ def test_inpaint_and_edit(runs: dict[str, Path], tmp_path: Path) -> None:
     np.save(tmp_path / "in.npy", img)
     for sampler in ("ddim", "ddpm"):
         proc = run_cli("edit", cond, "--image", str(tmp_path / "in.npy"), "--strength", "0", "--n", "2", "--sampler", sampler,
-                       "--steps", "5", "--out", str(tmp_path / "e0.npz"))
+                       "--steps", "5", "--out", str(tmp_path / "e0.npz"), "--overwrite")  # the same file twice
         assert proc.returncode == 0, proc.stderr
         assert np.array_equal(images_of(tmp_path / "e0.npz"), np.stack([img, img]))  # strength 0: the input
     proc = run_cli("edit", cond, "--image", str(tmp_path / "ip.npz"), "--strength", "0.6", "--steps", "5", "--n", "1",

@@ -33,7 +33,7 @@ def _read_array(path: Path, what: str, channels: int) -> np.ndarray:
                 return np.asarray(img.convert("L" if channels == 1 else "RGB"))
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as e:
         raise ConfigError(f"{what} file {path} is not readable ({str(e).splitlines()[0][:100]})") from None
     if suffix == ".npz" and what == "image":
         return load_npz_images(path)

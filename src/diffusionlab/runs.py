@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,15 @@ from .denoiser import Denoiser
 from .errors import CheckpointError, ConfigError
 from .models import build_network
 from .processes import Process
-from .training.checkpoint import latest_checkpoint, load_checkpoint
+from .training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from .training.config import AutoencoderRunConfig, RunConfig
 
 
 def read_config_json(run_dir: Path) -> dict[str, Any]:
     """RUN/config.json as a dict, with one-line errors."""
     path = Path(run_dir) / "config.json"
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir} is a file, not a run directory")
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
     if not path.is_file():
@@ -36,18 +39,73 @@ def read_config_json(run_dir: Path) -> dict[str, Any]:
     return d
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    """RUN/config.json of a diffusion run as a RunConfig, with one-line errors."""
-    d = read_config_json(run_dir)
+def saved_config(checkpoint: Path) -> dict[str, Any] | None:
+    """The run config stored in a checkpoint's state.json (None if it has none or cannot be read)."""
+    try:
+        d = json.loads((Path(checkpoint) / "state.json").read_text()).get("config")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def newest_saved_config(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The config stored in the newest checkpoint whose state.json can be read, and that checkpoint."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        d = saved_config(path)
+        if d is not None:
+            return d, path
+    return None, None
+
+
+def resume_base(run_dir: Path, allow_change: bool) -> dict[str, Any]:
+    """The config a resumed run starts from: the newest checkpoint's, not the editable config.json. An edit of
+    config.json is refused if it changes what the run is, and adopted only with `allow_change` otherwise."""
+    from .training.drift import check_changes, config_changes
+
+    on_disk = read_config_json(run_dir)
+    saved, ckpt = newest_saved_config(run_dir)
+    if saved is None:  # killed before its first checkpoint: config.json is all there is
+        return on_disk
+    edits = [c for c in config_changes(saved, on_disk) if c.old is not None and c.new is not None]
+    if edits:
+        where = f"{Path(run_dir) / 'config.json'} (edited since checkpoint {ckpt.name if ckpt else '?'})"
+        check_changes(edits, allow_change, where)
+        if not allow_change:
+            raise ConfigError(f"{where} differs: {'; '.join(map(str, edits[:3]))}. Resume with --allow-change to "
+                              "adopt the edit (recorded in history.jsonl), or undo it")
+        return on_disk
+    return saved
+
+
+def trusted_config(run_dir: Path, checkpoint: Path | None = None) -> dict[str, Any]:
+    """The config a trained model was trained with: the one inside its checkpoint (the newest, or `checkpoint`);
+    config.json, an editable side file, only for a checkpoint written before checkpoints carried their config."""
+    saved = saved_config(checkpoint) if checkpoint is not None else newest_saved_config(run_dir)[0]
+    if saved is None:
+        return read_config_json(run_dir)
+    on_disk = read_config_json(run_dir)
+    if on_disk != saved:
+        from .training.drift import config_changes
+
+        edits = [c for c in config_changes(saved, on_disk) if c.kind != "bookkeeping"]
+        if edits:
+            print(f"note: {Path(run_dir) / 'config.json'} differs from the checkpoint's config "
+                  f"({'; '.join(map(str, edits[:2]))}); using the checkpoint's", file=sys.stderr)
+    return saved
+
+
+def read_run_config(run_dir: Path, checkpoint: Path | None = None) -> RunConfig:
+    """The config of a diffusion run (the one its checkpoint was trained with: `trusted_config`) as a RunConfig."""
+    d = trusted_config(run_dir, checkpoint)
     if d.get("kind") == "autoencoder":
         raise ConfigError(f"{run_dir} is an autoencoder run, not a diffusion model: train a latent model on it with "
                           f"`diffusionlab train --latent {run_dir}`")
     return RunConfig.from_dict(d)
 
 
-def read_autoencoder_run_config(run_dir: Path) -> AutoencoderRunConfig:
-    """RUN/config.json of an autoencoder run, with one-line errors."""
-    d = read_config_json(run_dir)
+def read_autoencoder_run_config(run_dir: Path, checkpoint: Path | None = None) -> AutoencoderRunConfig:
+    """The config of an autoencoder run (the one its checkpoint was trained with), with one-line errors."""
+    d = trusted_config(run_dir, checkpoint)
     if d.get("kind") != "autoencoder":
         raise ConfigError(f"{run_dir} is not an autoencoder run (train one with "
                           f"`diffusionlab train-autoencoder --preset mnist-ae --out DIR`)")
@@ -101,8 +159,9 @@ class LoadedRun:
 
 def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True) -> LoadedRun:
     """Rebuild the model of a run from its newest (or the given) checkpoint; EMA weights by default."""
-    cfg = read_run_config(run_dir)
+    read_config_json(run_dir)  # "not a run directory" before "no checkpoint"
     ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    cfg = read_run_config(run_dir, ckpt_path)
     ckpt = load_checkpoint(ckpt_path, with_optimizer=False)
     process = cfg.process.build()
     net = build_network(cfg.model)

@@ -5,8 +5,9 @@
   evaluate.py   evaluate, classify
   guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
 
-Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2;
-set DIFFUSIONLAB_DEBUG=1 to see the traceback of an unexpected failure.
+Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2; a training run
+that diverged beyond recovery exits 3, one stopped by SIGINT/SIGTERM (after checkpointing) 130/143. Set
+DIFFUSIONLAB_DEBUG=1 to see the traceback of an unexpected failure.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
-from ..errors import DiffusionLabError
+from ..errors import DiffusionLabError, TrainingInterrupted
 from . import evaluate, guidance, sample, train
 from .train import config_for_train
 
@@ -61,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return HANDLERS[args.command](args)
     except DiffusionLabError as e:
-        print(f"diffusionlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        kind = "interrupted" if isinstance(e, TrainingInterrupted) else "error"
+        print(f"diffusionlab {args.command}: {kind}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"diffusionlab {args.command}: interrupted", file=sys.stderr)
         return 130

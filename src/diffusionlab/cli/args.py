@@ -6,35 +6,48 @@ import argparse
 import math
 from typing import Any
 
+from .. import validation as v
 from ..errors import ConfigError
+from .outputs import check_output_file
 
 
 def positive_int(s: str) -> int:
     """A whole number >= 1."""
     try:
-        v = int(s)
+        value = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
-    return v
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
 
 
 def positive_float(s: str) -> float:
     """A finite number > 0."""
     try:
-        v = float(s)
+        value = float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {v}")
-    return v
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+    return value
+
+
+def seed(s: str) -> int:
+    """A random seed: a whole number in [0, 2^63)."""
+    try:
+        value = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed (a whole number in [0, 2^63)), got {s!r}") from None
+    if not 0 <= value < v.SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"a seed must lie in [0, 2^63), got {value}")
+    return value
 
 
 def int_list(s: str) -> list[int]:
     """Comma-separated whole numbers, e.g. 1,2,2."""
     try:
-        return [int(v) for v in s.replace(" ", "").split(",") if v]
+        return [int(x) for x in s.replace(" ", "").split(",") if x]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {s!r}") from None
 
@@ -85,14 +98,31 @@ def sampler_options(args: argparse.Namespace) -> Any:
 
 
 def sampler_and_steps(args: argparse.Namespace, process: Any) -> tuple[str, int]:
-    """The sampler and step count asked for, with the family's defaults; too many steps is a one-line error."""
+    """The sampler and step count asked for, with the family's defaults; a step (or corrector step) count that the
+    sampler cannot use or that is absurd for any sampler is a one-line error, before any work."""
+    from ..sampling import SamplerOptions, sampler_spec
+
     sampler = args.sampler or process.default_sampler
     steps = args.steps or process.default_steps(sampler)
-    from ..sampling import sampler_spec
-
-    if process.T is not None and sampler_spec(sampler).space == "vp" and steps > process.T:
+    spec = sampler_spec(sampler)
+    if steps > v.MAX_SAMPLING_STEPS:
+        raise ConfigError(f"--steps {steps} is more than any sampler needs (at most {v.MAX_SAMPLING_STEPS:,})")
+    # A discrete model has T steps: DDPM/DDIM walk a subset of them, and diffusers' linspace grid picks among them.
+    if process.T is not None and steps > process.T and (
+            spec.space == "vp" or (spec.space == "sigma" and getattr(args, "sigma_spacing", None) == "linspace")):
         raise ConfigError(f"--steps {steps} is more than the model's T = {process.T}")
+    corrector = getattr(args, "corrector_steps", None)
+    if corrector is not None:
+        spec.check(sampler, SamplerOptions(corrector_steps=corrector))
+        if corrector > v.MAX_CORRECTOR_STEPS:
+            raise ConfigError(f"--corrector-steps {corrector} is more than any sampler needs "
+                              f"(at most {v.MAX_CORRECTOR_STEPS:,})")
     return sampler, steps
+
+
+def check_sampling_memory(n: int, run: Any, flag: str = "--n") -> None:
+    """Refuse n samples of a run whose images (and their latents) cannot fit in memory, before the model runs."""
+    v.require_memory(v.sampling_bytes(n, run.model_shape, run.image_shape), f"{flag} {n}", "the images")
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -115,14 +145,13 @@ def add_guidance_flags(p: argparse.ArgumentParser) -> None:
                    help="classifier guidance eps - W sigma_t grad log f(y | x_t) (default 1)")
 
 
-def npz_out(out: Any) -> Any:
-    """Check an output .npz path (suffix, existing folder)."""
+def npz_out(out: Any, overwrite: bool = False, companions: tuple[str, ...] = (".png",)) -> Any:
+    """Check an output .npz path before any work: suffix, an existing writable folder, and no existing file (nor its
+    companions, e.g. the .png grid beside it) unless `overwrite`."""
     if out.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder does not exist: {out.parent}")
-    return out
+    return check_output_file(out, "--out", overwrite, companions=[out.with_suffix(c) for c in companions])
 
 
-__all__ = ["add_guidance_flags", "add_model_flags", "add_sampler_options", "class_id", "int_list", "npz_out",
-           "positive_float", "positive_int", "sampler_and_steps", "sampler_options"]
+__all__ = ["add_guidance_flags", "add_model_flags", "add_sampler_options", "check_sampling_memory", "class_id",
+           "int_list", "npz_out", "positive_float", "positive_int", "sampler_and_steps", "sampler_options", "seed"]

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .args import add_sampler_options, positive_int, sampler_and_steps, sampler_options
+from .. import validation as v
+from ..errors import ConfigError, DataError
+from .args import (add_sampler_options, check_sampling_memory, positive_int, sampler_and_steps, sampler_options,
+                   seed)
+from .outputs import add_overwrite_flag, check_output_file
 
 
 LATENT_NOTE = ("in LATENT space: bits per latent dimension of the density of z = E(x), a continuous bound that is "
@@ -50,12 +53,13 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--k", type=positive_int, default=3, help="k of the k-NN precision/recall (default 3)")
     e.add_argument("--dataset", help="reference dataset for a samples file (source name as in train --dataset)")
     e.add_argument("--data-dir", help="directory of that dataset")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed, default=0, help="random seed in [0, 2^63) (default 0)")
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to the data range")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
     e.add_argument("--json", metavar="FILE", help="where to write the full report (default: beside the run/samples)")
+    add_overwrite_flag(e, "the report")
 
     c = sub.add_parser("classify", help="check samples with an independent digit classifier",
                        description="Classify 8x8 digit samples (a .npz from `sample`) with a classifier trained on the real digits.")
@@ -81,6 +85,8 @@ def evaluate_autoencoder(args: argparse.Namespace, target: Path) -> int:
 
     if args.nll or not args.fid:
         raise ConfigError("an autoencoder run is evaluated by its reconstructions: use --fid (PSNR and rFID)")
+    if args.json:
+        check_output_file(Path(args.json), "--json", args.overwrite, make_parents=True)
     cfg = read_autoencoder_run_config(target)
     ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(target)
     state = load_checkpoint(ckpt, with_optimizer=False)
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     """`diffusionlab evaluate`."""
     import torch
 
-    from ..evaluation.digits import load_npz_images
+    from ..evaluation.digits import load_samples
     from ..evaluation.evaluate import (build_extractor, load_split, nll_report, npz_to_images, ode_nll_report,
                                       quality_with_floor)
     from ..training.config import DataConfig
@@ -122,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     options = sampler_options(args)  # bad sampler options fail before any work
     if args.ode and not args.nll:
         raise ConfigError("--ode goes with --nll (the NLL by the probability-flow ODE)")
+    if args.ode_steps > v.MAX_SAMPLING_STEPS:
+        raise ConfigError(f"--ode-steps {args.ode_steps} is more than any solver needs (at most {v.MAX_SAMPLING_STEPS:,})")
     target = Path(args.target)
     is_npz = target.suffix == ".npz"
     if not is_npz and (target / "config.json").is_file():
@@ -138,11 +146,23 @@ def run(args: argparse.Namespace) -> int:
         if not args.dataset:
             raise ConfigError("evaluating a samples file needs --dataset (and --data-dir) for the real reference")
         data_cfg = DataConfig(source=args.dataset, data_dir=args.data_dir)
-    else:
+    # The report's file and the samples file are checked first: a bad one must fail now, not after minutes of work.
+    out = Path(args.json) if args.json else target.with_suffix(".eval.json") if is_npz else None
+    if out is not None:
+        check_output_file(out, "--json", args.overwrite, make_parents=True)
+    samples_file = target if is_npz else Path(args.samples) if args.samples and args.fid else None
+    fake = npz_to_images(load_samples(samples_file)) if samples_file is not None else None
+    if not is_npz:
         from ..runs import load_run
 
         run = load_run(target, Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
         data_cfg = run.config.data
+        if args.nll and not args.ode and args.nll_steps is not None and run.process.T is not None \
+                and args.nll_steps > run.process.T:
+            raise ConfigError(f"--nll-steps {args.nll_steps} is more than the model's T = {run.process.T}")
+        if args.fid and fake is None:
+            sampler, steps = sampler_and_steps(args, run.process)
+            check_sampling_memory(args.n, run)
     report: dict[str, Any] = {"target": str(target)}
     if run is not None:
         report["checkpoint_step"] = run.step
@@ -178,20 +198,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fid:
         train, test = load_split(data_cfg, "train"), load_split(data_cfg, args.split)
+        if fake is not None and fake.shape[1:] != test.images.shape[1:]:
+            raise DataError(f"{samples_file}: samples have shape {tuple(fake.shape[1:])}, the reference data "
+                            f"{tuple(test.images.shape[1:])}")
         # The extractor first: a missing weights file must fail before minutes of sampling, not after.
         extractor = build_extractor(args.extractor, train, test if args.split == "test" else load_split(data_cfg, "test"),
                                     inception_weights=args.inception_weights, download=args.download_inception,
                                     progress=True)
-        if is_npz or args.samples:
-            src = target if is_npz else Path(args.samples)
-            fake = npz_to_images(load_npz_images(src))
-            how = f"samples from {src}"
+        if fake is not None:
+            how = f"samples from {samples_file}"
         else:
             assert run is not None
             from ..data import from_model_range
             from ..sampling import generate
 
-            sampler, steps = sampler_and_steps(args, run.process)
             y = None
             if run.config.model.get("num_classes"):
                 y = torch.arange(args.n) % run.config.model["num_classes"]  # balanced classes
@@ -209,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  real-data floor (train vs {args.split}): {_fmt_quality(q['floor'])}")
         print(f"  [extractor: {q['extractor']}; {q['n_fake']} samples vs {q['n_real']} {args.split} images; k = {args.k}]")
 
-    out = Path(args.json) if args.json else (
-        target.with_suffix(".eval.json") if is_npz else target / "eval" / f"eval-step{report.get('checkpoint_step', 0)}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if out is None:
+        out = target / "eval" / f"eval-step{report.get('checkpoint_step', 0)}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     from ..atomic import atomic_write_text
 
@@ -221,9 +241,9 @@ def run(args: argparse.Namespace) -> int:
 
 def run_classify(args: argparse.Namespace) -> int:
     """`diffusionlab classify`."""
-    from ..evaluation.digits import classify_digits, load_npz_images
+    from ..evaluation.digits import classify_digits, load_samples
 
-    report = classify_digits(load_npz_images(Path(args.samples)))
+    report = classify_digits(load_samples(Path(args.samples)))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import validation as v
 from ..errors import ConfigError
-from .args import add_guidance_flags, add_model_flags, int_list, npz_out, positive_float, positive_int
+from .args import add_guidance_flags, add_model_flags, int_list, npz_out, positive_float, positive_int, seed
+from .outputs import add_overwrite_flag, check_output_folder
 
 if TYPE_CHECKING:
     import torch
@@ -36,12 +38,13 @@ def add_parsers(sub: Any) -> None:
     k.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="with --dataset (default cosine)")
     k.add_argument("--timesteps", type=positive_int, default=1000, help="T, with --dataset (default 1000)")
     k.add_argument("--out", required=True, metavar="DIR", help="folder for classifier.safetensors and classifier.json")
+    add_overwrite_flag(k, "a classifier already in --out")
     k.add_argument("--steps", type=positive_int, default=1000, help="training steps (default 1000)")
     k.add_argument("--batch-size", type=positive_int, default=128)
     k.add_argument("--lr", type=positive_float, default=1e-3)
     k.add_argument("--base-channels", type=positive_int, default=32)
     k.add_argument("--channel-mult", type=int_list, default=None, help="width multipliers per level (default 1,2,2)")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=seed, default=0, help="random seed in [0, 2^63) (default 0)")
     k.add_argument("--eval-n", type=positive_int, default=1000, help="test images per t bucket for the accuracy report")
 
     def run_flags(p: argparse.ArgumentParser, default_sampler: str) -> None:
@@ -52,8 +55,9 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: 50 for ddim, T for ddpm)")
         p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
         p.add_argument("--variance", choices=VARIANCES, default=None, help="DDPM sigma_t^2")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed, default=0, help="random seed in [0, 2^63) (default 0)")
         p.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/...)")
+        add_overwrite_flag(p, "the .npz (and its .png grid)")
         add_model_flags(p)
         add_guidance_flags(p)
 
@@ -95,9 +99,9 @@ def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Deno
         if S is not None or args.classifier:
             raise ConfigError("--guidance-scale and --classifier need --class K (or --class all)")
         return run.denoiser, None, ""
-    for flag, v in (("--guidance-scale", S), ("--classifier-scale", W)):
-        if v is not None and not (v >= 0 and v < float("inf")):
-            raise ConfigError(f"{flag} must be a number >= 0, got {v}")
+    for flag, value in (("--guidance-scale", S), ("--classifier-scale", W)):
+        if value is not None and not (value >= 0 and value < float("inf")):
+            raise ConfigError(f"{flag} must be a number >= 0, got {value}")
     classifier = load_classifier(Path(args.classifier)) if args.classifier else None
     if num_classes is None and classifier is None:
         raise ConfigError("this run is unconditional (trained without --class-conditional): --class needs a "
@@ -139,10 +143,15 @@ def describe_guidance(model: Denoiser) -> str:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     """`diffusionlab train-classifier`."""
     from ..data import load_dataset
-    from ..training.classifier import train_classifier
+    from ..models.classifier import ClassifierConfig
+    from ..training.classifier import META, WEIGHTS, check_classifier_out, train_classifier
 
     if (args.run_dir is None) == (args.dataset is None):
         raise ConfigError("give a RUN_DIR (its dataset and schedule) or --dataset, not both or neither")
+    check_output_folder(Path(args.out), "--out", args.overwrite, (WEIGHTS, META))
+    check_classifier_out(Path(args.out))  # the folder is replaced whole: it must hold nothing but a classifier
+    if args.timesteps > v.MAX_T:
+        raise ConfigError(f"--timesteps {args.timesteps} is more than any schedule needs (at most {v.MAX_T:,})")
     if args.run_dir is not None:
         from ..runs import read_run_config
 
@@ -164,6 +173,12 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     config: dict[str, Any] = {"base_channels": args.base_channels}
     if args.channel_mult:
         config["channel_mult"] = args.channel_mult
+    # Labels, the network and one batch must be there and fit before training starts (one-line errors).
+    if train.labels is None or not train.num_classes:
+        raise ConfigError(f"dataset {train.name} has no labels: a classifier needs them")
+    ClassifierConfig.from_dict({"image_size": train.height, "in_channels": train.channels,
+                                "num_classes": train.num_classes, **config})
+    v.require_memory(v.images_bytes(args.batch_size, train.shape), f"--batch-size {args.batch_size}", "one batch of images")
     print(f"training a noisy classifier on {train.name} ({len(train)} images), {schedule} schedule T = {T}, "
           f"{args.steps} steps -> {args.out}", flush=True)
     meta = train_classifier(train, test, schedule, T, Path(args.out), config=config, steps=args.steps,
@@ -190,18 +205,30 @@ def _conditioning(args: argparse.Namespace, kind: str) -> int:
     from ..training.determinism import generator
     from ..viz import write_samples
 
+    if kind == "edit" and not 0.0 <= args.strength <= 1.0:
+        raise ConfigError(f"--strength must be in [0, 1], got {args.strength}")
+    if args.out:  # an output that cannot be written fails before the run is loaded, not after the sampling
+        npz_out(Path(args.out), args.overwrite)
     run, steps = load_for_sampling(args)
     if run.codec.kind != "pixel":
         raise ConfigError(f"{kind} works on pixels; this run's model lives in {run.codec.kind} space")
+    if kind == "inpaint":
+        if args.jump > steps:
+            raise ConfigError(f"--jump {args.jump} is more than the {steps} steps of the chain")
+        if steps * args.resample > v.MAX_SAMPLING_STEPS:
+            raise ConfigError(f"--resample {args.resample} makes {steps * args.resample:,} RePaint steps "
+                              f"(at most {v.MAX_SAMPLING_STEPS:,})")
     schedule = run.process.vp_schedule(steps)
     images = load_images(args.image, run.image_shape)
     mask = load_mask(args.mask, run.image_shape) if kind == "inpaint" else None
     if kind == "edit":
         start_step(schedule, args.strength)  # validate before any work
     total = len(images) * args.n
+    v.require_memory(v.sampling_bytes(total, run.image_shape, run.image_shape), f"--n {args.n}",
+                     f"the {total:,} outputs")
     model, y, tag = guided_model(run, args, total)
     what = f"{kind}-{args.sampler}-{steps}-seed{args.seed}" + (f"-s{args.strength:g}" if kind == "edit" else "")
-    out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{what}{tag}.npz")
+    out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{what}{tag}.npz", args.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     x_in = to_model_range(images).repeat_interleave(args.n, 0)
     variance = args.variance or run.process.variance

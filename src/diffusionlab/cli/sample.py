@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .args import (add_guidance_flags, add_model_flags, add_sampler_options, npz_out, positive_int, sampler_and_steps,
-                   sampler_options)
+from .args import (add_guidance_flags, add_model_flags, add_sampler_options, check_sampling_memory, npz_out,
+                   positive_int, sampler_and_steps, sampler_options, seed)
+from .outputs import add_overwrite_flag
 
 
 def add_parser(sub: Any) -> None:
@@ -17,8 +18,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
     add_sampler_options(s)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0, help="random seed in [0, 2^63) (default 0)")
     s.add_argument("--out", metavar="FILE.npz", help="output file (default: RUN_DIR/samples/SAMPLER-STEPS-seedS.npz)")
+    add_overwrite_flag(s, "the .npz (and its .png grid, .gif)")
     s.add_argument("--trajectory", action="store_true", help="also write a GIF of the denoising")
     add_model_flags(s)
     add_guidance_flags(s)
@@ -33,10 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from .guidance import describe_guidance, guided_model
 
     options = sampler_options(args)  # bad options fail before the run is loaded
+    companions = (".png", ".gif") if args.trajectory else (".png",)
+    if args.out:  # an output that cannot be written fails before the run is loaded, not after the sampling
+        npz_out(Path(args.out), args.overwrite, companions)
     run_ = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
     sampler, steps = sampler_and_steps(args, run_.process)
+    check_sampling_memory(args.n, run_)
     denoiser, y, tag = guided_model(run_, args, args.n)
-    out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}{tag}.npz")
+    out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}{tag}.npz",
+                  args.overwrite, companions)
     t0 = time.perf_counter()
     res = generate(denoiser, run_.process, run_.model_shape, args.n, sampler, steps, options=options, seed=args.seed,
                    y=y, codec=run_.codec, batch_size=args.batch_size, trajectory_frames=40 if args.trajectory else 0,

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from ..data import DATASETS, SPLITS
 from ..errors import ConfigError
-from .args import int_list, positive_float, positive_int
+from .args import int_list, positive_float, positive_int, seed
 
 # (flag, config section, key, type, help) -- command-line overrides of the usual hyper-parameters. The process
 # settings' flags are not listed here: they come from each family's declared settings (processes/registry.py).
@@ -41,8 +41,6 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--grid-steps", "sample", "steps", positive_int, "sampling steps for the training-time grids"),
     ("--grid-n", "sample", "n", positive_int, "images in each training-time grid"),
 ]
-# What may change when a run is resumed: the budget and the bookkeeping, never the model or the data.
-RESUMABLE = {("train", k) for k in ("steps", "minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")}
 
 
 def _dest(flag: str) -> str:
@@ -70,8 +68,11 @@ def add_run_arguments(t: argparse.ArgumentParser, presets: tuple[str, ...], defa
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, help="training steps")
     budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
-    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--seed", type=seed, help="random seed in [0, 2^63) (default 0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--allow-change", action="store_true",
+                   help="with --resume: adopt a change of the optimisation (--lr, an edited config.json, ...); "
+                        "recorded in RUN/history.jsonl (the model, process, data and seed can never change)")
     t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
 
 
@@ -89,16 +90,19 @@ def put_budget(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 
 
 def resume_dir(args: argparse.Namespace, overrides: dict[str, Any], *also: str) -> Path:
-    """The run directory to resume, after refusing --preset/--config (and `also`) and any change but the budget."""
+    """The run directory to resume, after refusing --preset/--config (and `also`), any change of what the run is,
+    and a change of its optimisation without --allow-change (training/drift.py)."""
+    from ..training.drift import Change, check_changes
+
     if not args.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     given = [flag for flag in ("preset", "config", *also) if getattr(args, flag)]
     if given:
-        raise ConfigError(f"--resume continues a run with its own config.json; drop {', '.join('--' + f for f in given)}")
-    for section, values in overrides.items():
-        for key in values if isinstance(values, dict) else [section]:
-            if (section, key) not in RESUMABLE:
-                raise ConfigError(f"cannot change {section}.{key} when resuming (only the budget and logging)")
+        raise ConfigError(f"--resume continues a run with its own config; drop {', '.join('--' + f for f in given)}")
+    changes = [Change(f"{section}.{key}" if isinstance(values, dict) else section, "(the run's)", value)
+               for section, values in overrides.items()
+               for key, value in (values.items() if isinstance(values, dict) else [(section, values)])]
+    check_changes(changes, args.allow_change, "the command line")
     return Path(args.out)
 
 
@@ -123,9 +127,23 @@ def progress_mode(args: argparse.Namespace) -> bool | None:
     return None if args.progress == "auto" else args.progress == "bar"
 
 
+def trained(command: str, run: Callable[[], Any], run_dir: Path) -> Any:
+    """Run a training; an interrupt (SIGINT/SIGTERM, after its checkpoint) is re-raised with the resume command."""
+    from ..errors import TrainingInterrupted
+
+    try:
+        return run()
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(f"{e}; resume with: diffusionlab {command} --resume --out {run_dir}",
+                                  e.exit_code - 128, e.step, e.checkpoint) from None
+
+
 def print_result(res: Any, *lines: str) -> None:
     """The end of a training command: step, loss, time, where everything is."""
     print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
+    if res.skipped_steps or res.rollbacks:
+        print(f"warning: {res.skipped_steps} step(s) skipped for non-finite loss or gradient, {res.rollbacks} "
+              f"rollback(s); see history.jsonl in the run directory")
     for line in lines:
         print(line)
     print(f"run directory: {res.run_dir}")
@@ -174,11 +192,13 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     put("data", "hflip", args.hflip)
     put_budget(args, overrides)
 
+    if args.allow_change and not args.resume:
+        raise ConfigError("--allow-change goes with --resume")
     if args.resume:
-        from ..runs import read_run_config
+        from ..runs import resume_base
 
         run_dir = resume_dir(args, overrides, "latent")
-        return RunConfig.from_dict(merge_config(read_run_config(run_dir).to_dict(), overrides)), run_dir, True
+        return RunConfig.from_dict(merge_config(resume_base(run_dir, args.allow_change), overrides)), run_dir, True
 
     preset = args.preset or ("digits" if not args.config else None)
     if args.latent:
@@ -197,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     cfg, run_dir, resume = config_for_train(args)
-    res = train(cfg, run_dir, resume=resume, progress=progress_mode(args))
+    res = trained("train", lambda: train(cfg, run_dir, resume=resume, progress=progress_mode(args),
+                                         allow_change=args.allow_change), run_dir)
     if not res.is_main_process:
         return 0
     print_result(res)
@@ -258,11 +279,15 @@ def config_for_autoencoder(args: argparse.Namespace) -> tuple[Any, Path, bool]:
         if value is not None:
             overrides.setdefault(section, {})[key] = value
     put_budget(args, overrides)
+    if args.allow_change and not args.resume:
+        raise ConfigError("--allow-change goes with --resume")
     if args.resume:
-        from ..runs import read_autoencoder_run_config
+        from ..runs import read_config_json, resume_base
 
         run_dir = resume_dir(args, overrides)
-        return AutoencoderRunConfig.from_dict(deep_update(read_autoencoder_run_config(run_dir).to_dict(), overrides)), run_dir, True
+        if read_config_json(run_dir).get("kind") != "autoencoder":
+            raise ConfigError(f"{run_dir} is not an autoencoder run; resume it with `diffusionlab train --resume`")
+        return AutoencoderRunConfig.from_dict(deep_update(resume_base(run_dir, args.allow_change), overrides)), run_dir, True
     preset = args.preset or ("digits-ae" if not args.config else None)
     return layered(args, autoencoder_preset_config(preset), overrides, deep_update, AutoencoderRunConfig.from_dict,
                    "autoencoder")
@@ -275,7 +300,8 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.trainer import train_autoencoder
 
     cfg, run_dir, resume = config_for_autoencoder(args)
-    res = train_autoencoder(cfg, run_dir, resume=resume, progress=progress_mode(args))
+    res = trained("train-autoencoder", lambda: train_autoencoder(cfg, run_dir, resume=resume, progress=progress_mode(args),
+                                                                 allow_change=args.allow_change), run_dir)
     if not res.is_main_process:
         return 0
     latent = load_checkpoint(res.checkpoint, with_optimizer=False).state["latent"]
@@ -289,5 +315,5 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["AE_OVERRIDES", "OVERRIDES", "RESUMABLE", "add_autoencoder_parser", "add_parser", "config_for_autoencoder",
+__all__ = ["AE_OVERRIDES", "OVERRIDES", "add_autoencoder_parser", "add_parser", "config_for_autoencoder",
            "config_for_train", "process_flags", "run", "run_autoencoder"]

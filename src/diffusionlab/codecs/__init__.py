@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..data.dataset import PIXEL_RANGE, to_model_range
 from ..errors import ConfigError
+from ..validation import show
 
 
 class Codec(Protocol):
@@ -142,10 +143,10 @@ CODECS: dict[str, Callable[[dict[str, Any], Path | None], Codec]] = {
 def check_section(section: dict[str, Any]) -> None:
     """One-line errors for a `codec` section that cannot describe a codec (without loading any weights)."""
     kind = section.get("kind", "pixel")
-    if kind not in CODECS:
-        raise ConfigError(f"unknown codec {kind!r}; choose from {', '.join(CODECS)}")
+    if not isinstance(kind, str) or kind not in CODECS:
+        raise ConfigError(f"unknown codec {show(kind)}; choose from {', '.join(CODECS)}")
     if kind == "pixel" and set(section) - {"kind"}:
-        raise ConfigError(f"the pixel codec has no settings, got {sorted(set(section) - {'kind'})}")
+        raise ConfigError(f"the pixel codec has no settings, got {sorted(map(str, set(section) - {'kind'}))}")
     if kind == "autoencoder":
         from .autoencoder import SECTION_KEYS
 
@@ -153,7 +154,17 @@ def check_section(section: dict[str, Any]) -> None:
             raise ConfigError("this config trains in an autoencoder's latent space: give --latent AE_RUN "
                               "(an autoencoder run from `diffusionlab train-autoencoder`)")
         if set(section) != SECTION_KEYS:
-            raise ConfigError(f"the autoencoder codec section needs exactly {sorted(SECTION_KEYS)}, got {sorted(section)}")
+            raise ConfigError(f"the autoencoder codec section needs exactly {sorted(SECTION_KEYS)}, got "
+                              f"{sorted(map(str, section))}")
+        from ..models.autoencoder import AutoencoderConfig
+        from ..validation import above, check_value
+
+        for key in ("source", "checkpoint", "sha256"):
+            check_value(section[key], str, f"codec.{key}")
+        check_value(section["scale_factor"], float, "codec.scale_factor", above(0))
+        if not isinstance(section["model"], dict):
+            raise ConfigError("codec.model must be a JSON object (the autoencoder's config)")
+        AutoencoderConfig.check_dict(section["model"], "codec.model")
 
 
 def build_codec(section: dict[str, Any] | None, run_dir: Path | None = None) -> Codec:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from diffusionlab.errors import DataError
+from diffusionlab.validation import require_memory
 
 
 @dataclass(eq=False, repr=False)  # tensors make the generated __eq__/__repr__ useless or huge
@@ -137,6 +138,8 @@ def resize_pil(img: Image.Image, size: int) -> Image.Image:
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Center-crop uint8 (N, C, H, W) images to a square, then resize them to (N, C, size, size), bicubic."""
     n, c, h, w = images.shape
+    # The resized copy is allocated whole: refuse a size that cannot fit before trying (image_size 4096 on MNIST).
+    require_memory(n * c * size * size, f"image_size {size}", f"{n:,} resized images")
     if h != w:
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2

@@ -10,6 +10,7 @@ from PIL import Image
 
 from diffusionlab.data.dataset import ImageDataset, images_tensor, labels_tensor, resize_pil
 from diffusionlab.errors import DataError
+from diffusionlab.validation import require_memory
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
@@ -84,6 +85,8 @@ def load_folder(data_dir: Path, split: str, image_size: int | None, channels: in
         # Only headers are read here, so this pass is cheap and no image is held in memory twice.
         channels = 1 if all(_open(p, header_only=True).mode in _GRAY_MODES for p in files) else 3
     mode = "L" if channels == 1 else "RGB"
+    if image_size is not None:  # every image is resized into memory: refuse a size that cannot fit, before decoding
+        require_memory(len(files) * channels * image_size**2, f"image_size {image_size}", f"{len(files):,} images")
 
     arrays: list[np.ndarray] = []
     first_size = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def parse_idx(data: bytes, path: Path) -> np.ndarray:
     if ndim == 0 or len(data) < header:
         raise DataError(f"{path}: truncated IDX header ({ndim} dimensions, {len(data)} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a lying header (e.g. 2^31 x 2^31 x 4) would wrap around in int64 and pass as 0 bytes.
+    expected = math.prod(dims) * dtype.itemsize
     payload = len(data) - header
     if payload < expected:
         raise DataError(f"{path}: truncated: header says {dims[0]} items of shape {dims[1:]} "

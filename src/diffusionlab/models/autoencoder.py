@@ -12,14 +12,15 @@ at the latent resolution). An image whose size is not a multiple of f is padded 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import validation as v
 from ..errors import ConfigError
-from .config import SizedConfig
+from .config import SizedConfig, resnet_parameters
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm
 from .unet import preferred_memory_format
 
@@ -29,6 +30,10 @@ class AutoencoderConfig(SizedConfig):
     """Hyper-parameters of `AutoencoderKL`; validated on construction (one-line ConfigErrors)."""
 
     label: ClassVar[str] = "autoencoder config"
+    RANGES: ClassVar[dict[str, v.Range]] = {
+        "image_size": v.at_least(1, v.MAX_IMAGE_SIDE), "in_channels": v.at_least(1), "base_channels": v.at_least(1),
+        "channel_mult": v.at_least(1), "num_res_blocks": v.at_least(1), "latent_channels": v.at_least(1),
+        "pad_to": v.at_least(1, v.MAX_IMAGE_SIDE), "groups": v.at_least(1), "dropout": v.UNIT}
 
     image_size: int | tuple[int, int]  # H (= W) or (H, W) of the data
     in_channels: int = 1
@@ -49,6 +54,11 @@ class AutoencoderConfig(SizedConfig):
             self._validate()
         except (TypeError, ValueError) as e:
             raise ConfigError(f"invalid autoencoder config value: {e}".splitlines()[0]) from None
+
+    @staticmethod
+    def min_parameters(values: dict[str, Any]) -> int:
+        """The encoder's and decoder's ResNet blocks alone (num_res_blocks per level down, one more up)."""
+        return resnet_parameters(values["base_channels"], values["channel_mult"], 2 * values["num_res_blocks"] + 1)
 
     @property
     def factor(self) -> int:

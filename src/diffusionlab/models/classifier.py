@@ -14,7 +14,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import validation as v
 from ..errors import ConfigError
+from .config import resnet_parameters
 from .layers import Downsample, ResBlock, group_norm, timestep_embedding
 
 
@@ -32,11 +34,17 @@ class ClassifierConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        # Types and ranges first (a classifier.json or the command line may hold anything), then the weights' memory.
+        v.check_instance(self, "classifier", {
+            "image_size": v.at_least(1, v.MAX_IMAGE_SIDE), "in_channels": v.at_least(1), "num_classes": v.at_least(1),
+            "base_channels": v.at_least(1), "channel_mult": v.at_least(1), "num_res_blocks": v.at_least(1),
+            "groups": v.at_least(1), "dropout": v.UNIT})
         if self.num_classes < 2:
             raise ConfigError(f"a classifier needs at least 2 classes, got {self.num_classes}")
-        if self.base_channels < 1 or self.num_res_blocks < 1 or not self.channel_mult:
-            raise ConfigError("classifier base_channels and num_res_blocks must be >= 1, channel_mult non-empty")
+        if not self.channel_mult:
+            raise ConfigError("classifier channel_mult must not be empty")
+        params = resnet_parameters(self.base_channels, self.channel_mult, self.num_res_blocks)
+        v.require_memory(4 * params, "the classifier", f"its weights (>= {params:,} parameters)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (inverse of `from_dict`)."""

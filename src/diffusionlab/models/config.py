@@ -1,19 +1,23 @@
-"""What every network config shares: `image_size` as H or (H, W), and a JSON round trip with one-line errors."""
+"""What every network config shares: `image_size` as H or (H, W), a JSON round trip with one-line errors, and the
+typed check of a `model` section (before the data fills in its sizes) with a lower bound of the network's size."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, ClassVar, TypeVar
 
+from .. import validation as v
 from ..errors import ConfigError
 
 C = TypeVar("C", bound="SizedConfig")
 
 
 class SizedConfig:
-    """A mixin for the network config dataclasses (UNetConfig, AutoencoderConfig); `label` names it in errors."""
+    """A mixin for the network config dataclasses (UNetConfig, AutoencoderConfig); `label` names it in errors,
+    `RANGES` gives the allowed numbers of its fields."""
 
     label: ClassVar[str]
+    RANGES: ClassVar[dict[str, v.Range]] = {}
     image_size: int | tuple[int, int]
 
     @property
@@ -23,19 +27,46 @@ class SizedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+        return {f.name: (list(x) if isinstance(x := getattr(self, f.name), tuple) else x)
                 for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
+    def check_dict(cls, d: dict[str, Any], section: str | None = None) -> dict[str, Any]:
+        """The fields of `d` type- and range-checked (image_size may be missing: the data sets it), and the network's
+        weights checked to fit in memory; one-line ConfigErrors named `section.field`."""
+        values = v.check_fields(cls, d, section, cls.RANGES)
+        if values.get("channel_mult") == ():
+            raise ConfigError(f"{section + '.' if section else ''}channel_mult must list at least one level, got []")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                    if f.default is not dataclasses.MISSING}
+        params = cls.min_parameters({**defaults, **values})
+        v.require_memory(4 * params, f"the network of config section '{section}'" if section else f"the {cls.label}",
+                         f"its weights (>= {params:,} parameters)")
+        return values
+
+    @staticmethod
+    def min_parameters(values: dict[str, Any]) -> int:
+        """A lower bound of the network's parameter count (0 when unknown)."""
+        return 0
+
+    @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
-        """Inverse of `to_dict`; unknown keys and a missing image_size raise ConfigError."""
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.label} keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        """Inverse of `to_dict`; unknown keys, values of the wrong type and a missing image_size raise ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a {cls.label} must be a JSON object, got {v.show(d)}")
+        try:
+            cls.check_dict(d)
+        except ConfigError as e:
+            raise (e if str(e).startswith("unknown key") else ConfigError(f"invalid {cls.label} value: {e}")) from None
         if "image_size" not in d:
             raise ConfigError(f"{cls.label} needs image_size")
         return cls(**d)
 
 
-__all__ = ["SizedConfig"]
+def resnet_parameters(base_channels: int, channel_mult: tuple[int, ...], blocks_per_level: int) -> int:
+    """A lower bound of the weights of a ResNet stack: two 3x3 convolutions of C_i -> C_i per block, `blocks_per_level`
+    blocks at each level i of C_i = base_channels * mult_i channels."""
+    return 18 * base_channels**2 * sum(m * m for m in channel_mult) * blocks_per_level
+
+
+__all__ = ["SizedConfig", "resnet_parameters"]

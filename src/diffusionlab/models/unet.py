@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import validation as v
 from ..errors import ConfigError
-from .config import SizedConfig
+from .config import SizedConfig, resnet_parameters
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_
 
 
@@ -44,6 +45,11 @@ class UNetConfig(SizedConfig):
     """Hyper-parameters of `UNet`; validated on construction (ConfigError with a one-line message)."""
 
     label: ClassVar[str] = "UNetConfig"
+    RANGES: ClassVar[dict[str, v.Range]] = {
+        "image_size": v.at_least(1, v.MAX_IMAGE_SIDE), "in_channels": v.at_least(1), "out_channels": v.at_least(1),
+        "base_channels": v.at_least(1), "channel_mult": v.at_least(1), "num_res_blocks": v.at_least(1),
+        "attention_resolutions": v.at_least(1), "num_heads": v.at_least(1), "dropout": v.UNIT,
+        "num_classes": v.at_least(1), "time_scale": v.above(0), "groups": v.at_least(1)}
 
     image_size: int | tuple[int, int]  # H (=W) or (H, W)
     in_channels: int = 1
@@ -68,6 +74,11 @@ class UNetConfig(SizedConfig):
             self._validate()
         except (TypeError, ValueError) as e:  # e.g. a string where a number belongs, from a JSON file
             raise ConfigError(f"invalid UNetConfig value: {e}".splitlines()[0]) from None
+
+    @staticmethod
+    def min_parameters(values: dict[str, Any]) -> int:
+        """The ResNet blocks' convolutions alone: num_res_blocks per level down, one more per level up."""
+        return resnet_parameters(values["base_channels"], values["channel_mult"], 2 * values["num_res_blocks"] + 1)
 
     @property
     def resolved_out_channels(self) -> int:

@@ -18,7 +18,7 @@ instead of testing which family it is:
 
 from __future__ import annotations
 
-import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..validation import show
 
 if TYPE_CHECKING:
     from ..denoiser import Denoiser, Network
@@ -45,6 +46,7 @@ class Setting:
     help: str
     choices: tuple[str, ...] | None = None
     flag: str | None = None  # default: --name with dashes
+    maximum: float | None = None  # the largest value that makes sense (a count that sizes tensors, e.g. T)
 
     @property
     def cli_flag(self) -> str:
@@ -59,13 +61,18 @@ class Setting:
             return value
         if self.parse is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{method} {self.name} must be a whole number, got {value!r}")
-            return value
-        if self.parse is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{method} {self.name} must be a finite number, got {value!r}")
-            return float(value)
+                raise ConfigError(f"{method} {self.name} must be a whole number, got {show(value)}")
+        elif self.parse is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= sys.float_info.max:
+                raise ConfigError(f"{method} {self.name} must be a finite number, got {show(value)}")
+            value = float(value)
+        elif self.parse is str and not isinstance(value, str):
+            raise ConfigError(f"{method} {self.name} must be a string, got {show(value)}")
+        # Checked before the process is built: a T of 10^9 would allocate its schedule (gigabytes) first.
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{method} {self.name} must be at most {self.maximum:g}, got {value}")
         return value
+
 
 
 class Process(Protocol):

@@ -18,6 +18,7 @@ from ..denoiser import Denoiser, Network
 from ..errors import ConfigError
 from ..prediction import Prediction, PredictionType, from_prediction, to_prediction
 from ..schedules import SCHEDULES, SPACINGS, NoiseSchedule, make_schedule, spaced_timesteps
+from ..validation import MAX_T
 from .timesteps import LossSecondMomentSampler
 from .base import Setting
 from .vlb import VARIANCES, _at, bits_per_dim, reverse_mean, vlb_term
@@ -121,7 +122,7 @@ class GaussianDiffusion:
     default_sampler = "ddim"
     settings = (
         Setting("schedule", "cosine", str, "noise schedule", SCHEDULES),
-        Setting("T", 1000, int, "number of diffusion steps T", flag="--timesteps"),
+        Setting("T", 1000, int, "number of diffusion steps T", flag="--timesteps", maximum=MAX_T),
         Setting("prediction", "eps", str, "network target", tuple(p.value for p in (PredictionType.EPS,
                                                                                   PredictionType.X0, PredictionType.V))),
         Setting("variance", "beta_tilde", str, "reverse variance (learned: iDDPM)", VARIANCES),

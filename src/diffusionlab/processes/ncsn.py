@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..prediction import PredictionType
+from ..validation import MAX_T
 from .base import Setting
 from .continuous import ContinuousProcess
 from .vesde import VESDEPath, check_ve_range
@@ -34,7 +35,7 @@ class NCSN(ContinuousProcess):
     # (for the 64-dim digits, gamma = 1.36 and sigma_max / sigma_min = 1000 give 22, the digits-ncsn preset).
     settings = (Setting("sigma_min", 0.01, float, "smallest noise level sigma_L"),
                 Setting("sigma_max", 50.0, float, "largest noise level sigma_1"),
-                Setting("num_levels", 100, int, "number of noise levels L"))
+                Setting("num_levels", 100, int, "number of noise levels L", maximum=MAX_T))
     default_sampler = "langevin"  # annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1)
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, num_levels: int = 100):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..validation import show, suggest
 from .base import Process, Setting
 from .ddpm import GaussianDiffusion
 from .flow import FlowMatching
@@ -20,8 +21,8 @@ METHODS: dict[str, type[Process]] = {cls.method: cls for cls in (GaussianDiffusi
 
 def family(method: str) -> type[Process]:
     """The process class of `method`, or a one-line ConfigError listing the methods."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ConfigError(f"unknown method {show(method)}{suggest(str(method), METHODS)}; choose from {', '.join(METHODS)}")
     return METHODS[method]
 
 
@@ -51,7 +52,8 @@ def check_settings(method: str, values: dict[str, Any]) -> dict[str, Any]:
         if key not in own:
             users = owners(key)
             if not users:
-                raise ConfigError(f"unknown process setting {key!r} (settings of {method}: {', '.join(own) or 'none'})")
+                raise ConfigError(f"unknown process setting {show(key)}{suggest(str(key), own)} (settings of {method}: "
+                                  f"{', '.join(own) or 'none'})")
             raise ConfigError(f"{key} is a setting of {' / '.join(users)}, not of method {method}")
     return {name: s.check(values.get(name, s.default), method) for name, s in own.items()}
 

@@ -138,17 +138,13 @@ class AutoencoderTask:
                 loss = loss + d_weight * g_loss
                 out.update(g_loss=g_loss.detach(), d_weight=d_weight)
         ctx.backward(loss)
-        if tc.grad_clip > 0:
-            ctx.clip_grad_norm(self.model.parameters(), tc.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        ctx.apply(self.optimizer, self.model.parameters(), loss, tc.grad_clip)
         if disc_on:
             disc, disc_opt = self.extra["disc"]
             with ctx.autocast():
                 d_loss = hinge_d_loss(disc(x), disc(x_rec.detach()))
             ctx.backward(d_loss)
-            disc_opt.step()
-            disc_opt.zero_grad(set_to_none=True)
+            ctx.apply(disc_opt, disc.parameters(), d_loss, 0.0)
             out["d_loss"] = d_loss.detach()
         return {"loss": loss.detach(), **out}
 

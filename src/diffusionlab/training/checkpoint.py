@@ -10,7 +10,11 @@ and, for a model kind that trains a second network with its own optimizer (a dis
 
 A checkpoint is written into a hidden temporary folder and renamed into place (rename is atomic on
 POSIX), so a checkpoint directory either exists complete or not at all; a crash mid-write can never
-damage an earlier checkpoint. Nothing here unpickles anything.
+damage an earlier checkpoint. A checkpoint of the same step written again (after a rollback) is exchanged
+atomically with the old one. A checkpoint holding a non-finite tensor is never written (NonFiniteError),
+so every checkpoint on disk is a good state and pruning the oldest can never delete the last good one.
+A checkpoint that cannot be read is skipped by `load_newest`, which falls back to the one before it.
+Nothing here unpickles anything.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import os
 import random
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,18 +34,26 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import fsync_dir, replace_folder, temp_name
 from ..errors import CheckpointError
+from ..faults import maybe_fault
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class NonFiniteError(ValueError):
+    """A checkpoint was asked to save NaN or infinite values (a diverged run); nothing was written."""
+
+
+def nonfinite_tensors(groups: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+    """The names ("group/tensor") of floating-point tensors holding NaN or inf."""
+    bad = []
+    for group, tensors in groups.items():
+        for name, t in tensors.items():
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad.append(f"{group}/{name}")
+    return bad
 
 
 def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -143,21 +154,33 @@ def save_checkpoint(
     for name in extra:
         if not _NAME.match(name) or name in ("model", "ema", "optimizer", "state"):
             raise ValueError(f"invalid extra network name {name!r}")
+    opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
+    extra_files = {}
+    for name, (weights, opt_state) in extra.items():
+        extra_tensors, meta = flatten_optimizer_state(opt_state)
+        extra_files[name] = (weights, extra_tensors, meta)
+    groups = {"model": model, "ema": ema, "optimizer": opt_tensors,
+              **{name: w for name, (w, _, _) in extra_files.items()},
+              **{f"optimizer_{name}": t for name, (_, t, _) in extra_files.items()}}
+    bad = nonfinite_tensors(groups)
+    if bad:
+        raise NonFiniteError(f"step {step}: non-finite values in {', '.join(bad[:3])}"
+                             f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}")
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_name(final)
     tmp.mkdir()
     try:
-        opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
+        maybe_fault("checkpoint:tensors", step)
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         extra_meta = {}
-        for name, (weights, opt_state) in extra.items():
+        for name, (weights, extra_tensors, meta) in extra_files.items():
             save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / f"{name}.safetensors"))
-            extra_tensors, extra_meta[name] = flatten_optimizer_state(opt_state)
             save_file(extra_tensors, str(tmp / f"optimizer_{name}.safetensors"))
+            extra_meta[name] = meta
         full_state = {**state, "step": step, "optimizer": opt_meta}
         if extra_meta:
             full_state["extra_optimizers"] = extra_meta
@@ -165,20 +188,16 @@ def save_checkpoint(
         for path in tmp.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-        if final.exists():  # the same step written again after a resume: swap, never leave a gap
-            trash = root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(tmp)
+        replace_folder(tmp, final)  # the same step again (after a rollback): an atomic exchange, never a gap
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    maybe_fault("checkpoint:renamed", step)
     if keep is not None:
         for _, old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -220,6 +239,23 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"checkpoint {path} has unreadable optimizer state") from None
     return Checkpoint(path, step, model, ema, optimizer, state, extra, extra_optimizers)
+
+
+def load_newest(run_dir: Path, with_optimizer: bool = True,
+                accept: Any = None) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint of a run that can be read (and that `accept(checkpoint)` takes without raising a
+    CheckpointError), falling back to older ones; returns it (None if the run has none) and one line per
+    checkpoint skipped, saying why."""
+    skipped: list[str] = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            ckpt = load_checkpoint(path, with_optimizer)
+            if accept is not None:
+                accept(ckpt)
+            return ckpt, skipped
+        except CheckpointError as e:
+            skipped.append(f"{path.name} is unreadable ({e})")
+    return None, skipped
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -32,7 +31,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.classifier import ClassifierConfig, NoisyClassifier
 from ..processes.ddpm import q_sample
 from ..schedules import NoiseSchedule, make_schedule
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_folder
 from .determinism import BatchStream, derive_seed, generator
 
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
@@ -84,6 +83,7 @@ def train_classifier(train: ImageDataset, test: ImageDataset, schedule_name: str
                      weight_decay: float = 0.05, seed: int = 0, eval_n: int = 1000, progress: bool = False,
                      source: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train f_phi(y | x_t, t) on `train` for `steps` steps; write weights and metadata to out_dir; return the metadata."""
+    check_classifier_out(out_dir)
     if train.labels is None or not train.num_classes:
         raise ConfigError(f"dataset {train.name} has no labels: a classifier needs them")
     if steps < 1 or batch_size < 1:
@@ -120,12 +120,23 @@ def train_classifier(train: ImageDataset, test: ImageDataset, schedule_name: str
             "final_loss": sum(losses[-50:]) / len(losses[-50:]), "train_seconds": seconds,
             "accuracy_by_t": by_t, "accuracy_mean": sum(r["accuracy"] for r in by_t) / len(by_t),
             "source": source or {}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{WEIGHTS}.tmp"
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, out_dir / WEIGHTS)
-    atomic_write_text(out_dir / META, json.dumps(meta, indent=1))
+    # Weights and their JSON in one rename: a reader never sees the new weights with the old metadata.
+    atomic_write_folder(out_dir, {WEIGHTS: save({k: v.detach().contiguous() for k, v in net.state_dict().items()}),
+                                  META: json.dumps(meta, indent=1).encode()})
     return meta
+
+
+def check_classifier_out(out_dir: Path) -> None:
+    """Before training: `out_dir` is new, empty or an earlier classifier folder (which the result replaces whole);
+    never a folder holding anything else, which replacing it would delete."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.is_dir():
+        others = sorted(p.name for p in out_dir.iterdir() if p.name not in (WEIGHTS, META))
+        if others:
+            raise ConfigError(f"--out {out_dir} holds other files ({', '.join(others[:3])}); a classifier folder is "
+                              "replaced whole, so choose a new or empty folder")
 
 
 def load_classifier(path: Path) -> LoadedClassifier:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import validation as v
 from ..errors import ConfigError
 from ..processes import registry
 from ..processes.base import Process
@@ -30,6 +30,16 @@ class DataConfig:
     image_size: int | None = None
     channels: int | None = None
     hflip: bool = False  # random horizontal flips; wrong for digits, right for most natural images
+
+    def validate(self) -> None:
+        """One-line ConfigErrors for fields of the wrong type or out of range (the source itself is checked when the
+        data is loaded: a run read on another machine need not have its data there)."""
+        from ..data import SPLITS
+
+        v.check_instance(self, "data", {"image_size": v.at_least(1, v.MAX_IMAGE_SIDE)},
+                         {"split": SPLITS, "channels": (1, 3)})
+        if not self.source.strip():
+            raise ConfigError("data.source must name a dataset, got ''")
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -75,7 +85,7 @@ class ProcessConfig:
         method = d.pop("method", "ddpm")
         if set(d) | {"method"} == LEGACY_PROCESS_KEYS:
             own = {s.name for s in registry.family(method).settings}
-            d = {k: v for k, v in d.items() if k in own}
+            d = {k: val for k, val in d.items() if k in own}
         return ProcessConfig(method, d)
 
 
@@ -101,34 +111,29 @@ class OptimConfig:
     sample_every: int = 1000
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    # The divergence guard (loop.py): a step whose loss or gradient is not finite is skipped; after
+    # `nonfinite_patience` such steps in a row the run rolls back to its last checkpoint with the learning rate
+    # times `rollback_lr_factor`, at most `max_rollbacks` times, then stops with exit 3.
+    nonfinite_patience: int = 10
+    max_rollbacks: int = 2
+    rollback_lr_factor: float = 0.5
 
     def validate(self) -> None:
-        """One-line ConfigErrors for values that cannot work (non-finite ones included)."""
-        t = self
-        for name in ("lr", "weight_decay", "grad_clip", "ema_decay", "label_dropout"):
-            if not math.isfinite(getattr(t, name)):
-                raise ConfigError(f"{name} must be a finite number, got {getattr(t, name)}")
-        if t.minutes is not None and not math.isfinite(t.minutes):
-            raise ConfigError(f"minutes must be a finite number, got {t.minutes}")
-        if t.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
-        if t.steps is None and t.minutes is None:
+        """One-line ConfigErrors for values that cannot work (wrong types and non-finite ones included)."""
+        # Every field's type and range (OPTIM_RANGES), then what the fields mean together.
+        v.check_instance(self, "train", OPTIM_RANGES, {"mixed_precision": MIXED_PRECISION})
+        if self.steps is None and self.minutes is None:
             raise ConfigError("give a budget: steps or minutes")
-        if t.steps is not None and t.steps < 1:
-            raise ConfigError("steps must be >= 1")
-        if t.minutes is not None and t.minutes <= 0:
-            raise ConfigError("minutes must be > 0")
-        if not 0.0 <= t.ema_decay < 1.0:
-            raise ConfigError("ema_decay must be in [0, 1)")
-        if not 0.0 <= t.label_dropout < 1.0:
-            raise ConfigError("label_dropout must be in [0, 1)")
-        if t.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
-        if t.lr <= 0:
-            raise ConfigError("lr must be > 0")
-        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(t, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
+
+
+# The range of every number in the `train` section (checked with its type by validation.check_fields).
+OPTIM_RANGES: dict[str, v.Range] = {
+    "batch_size": v.at_least(1), "steps": v.at_least(1), "minutes": v.above(0), "lr": v.above(0),
+    "weight_decay": v.at_least(0), "adam_betas": v.UNIT, "warmup_steps": v.at_least(0), "grad_clip": v.at_least(0),
+    "ema_decay": v.UNIT, "seed": v.SEED, "label_dropout": v.UNIT, "log_every": v.at_least(1),
+    "sample_every": v.at_least(1), "checkpoint_every": v.at_least(1), "keep_checkpoints": v.at_least(1),
+    "nonfinite_patience": v.at_least(1), "max_rollbacks": v.at_least(0), "rollback_lr_factor": v.Range(0, 1, lo_open=True),
+}
 
 
 @dataclass
@@ -140,6 +145,13 @@ class SampleConfig:
     eta: float = 0.0
     n: int = 64
     clip_x0: bool = True
+
+    def validate(self) -> None:
+        """One-line ConfigErrors for fields of the wrong type or out of range."""
+        from ..sampling import SAMPLER_NAMES
+
+        v.check_instance(self, "sample", {"steps": v.at_least(1, v.MAX_SAMPLING_STEPS), "eta": v.Range(0, 1),
+                                          "n": v.at_least(1)}, {"sampler": SAMPLER_NAMES})
 
 
 @dataclass
@@ -157,20 +169,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d = {k: (v.to_dict() if isinstance(v, ProcessConfig) else dataclasses.asdict(v) if dataclasses.is_dataclass(v)
-                 else v) for k, v in d.items()}
+        d = {k: (x.to_dict() if isinstance(x, ProcessConfig) else dataclasses.asdict(x) if dataclasses.is_dataclass(x)
+                 else x) for k, x in d.items()}
         return json.loads(json.dumps(d))
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "RunConfig":
         """Parse and validate a dict (unknown keys are an error: a typo must not be silently ignored)."""
         sections = {"data": DataConfig, "train": OptimConfig, "sample": SampleConfig}
-        unknown = set(d) - set(sections) - {"preset", "model", "process", "codec"}
-        if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
-        for name in ("model", "process", "codec"):
-            if not isinstance(d.get(name) or {}, dict):
-                raise ConfigError(f"config section '{name}' must be a JSON object")
+        _sections(d, [*sections, "preset", "model", "process", "codec"], ("model", "process", "codec"))
         kwargs: dict[str, Any] = {"preset": d.get("preset"), "model": dict(d.get("model") or {}),
                                   "process": ProcessConfig.from_dict(d.get("process") or {}),
                                   "codec": dict(d.get("codec") or {"kind": "pixel"})}
@@ -181,11 +188,26 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        """Raise ConfigError on values that cannot work."""
+        """Raise ConfigError on values that cannot work, before any of it is allocated: every field's type and range,
+        and the memory that the network, one training batch and one preview grid need at the least."""
         from ..codecs import check_section
+        from ..models import check_section as check_model
+        from ..sampling import sampler_spec
 
+        v.check_value(self.preset, str | None, "preset")
+        self.data.validate()
         self.train.validate()
+        self.sample.validate()
         check_section(self.codec)
+        check_model(self.model)
+        process = self.process.build()
+        s = self.sample
+        if process.T is not None and sampler_spec(s.sampler).space == "vp" and s.steps > process.T:
+            raise ConfigError(f"sample.steps {s.steps} is more than the model's T = {process.T} (sampler {s.sampler})")
+        shape = _image_shape(self.data, self.model)
+        v.require_memory(v.images_bytes(self.train.batch_size, shape), f"train.batch_size {self.train.batch_size}",
+                         "one batch of images")
+        v.require_memory(v.sampling_bytes(s.n, shape, shape), f"sample.n {s.n}", "the preview grid")
 
 
 @dataclass
@@ -202,19 +224,10 @@ class AutoencoderLossConfig:
     disc_lr: float | None = None  # None: train.lr
 
     def validate(self) -> None:
-        """One-line ConfigErrors for values that cannot work."""
-        for name in ("kl_weight", "perceptual_weight", "disc_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"loss.{name} must be a finite number >= 0, got {v!r}")
-        if self.disc_start is not None and (isinstance(self.disc_start, bool) or not isinstance(self.disc_start, int)
-                                            or self.disc_start < 0):
-            raise ConfigError(f"loss.disc_start must be a whole number >= 0 (or null: no discriminator), got {self.disc_start!r}")
-        if isinstance(self.disc_layers, bool) or not isinstance(self.disc_layers, int) or self.disc_layers < 1:
-            raise ConfigError(f"loss.disc_layers must be a whole number >= 1, got {self.disc_layers!r}")
-        if self.disc_lr is not None and not (isinstance(self.disc_lr, (int, float)) and math.isfinite(self.disc_lr)
-                                             and self.disc_lr > 0):
-            raise ConfigError(f"loss.disc_lr must be a finite number > 0, got {self.disc_lr!r}")
+        """One-line ConfigErrors for values that cannot work (disc_start null: no discriminator)."""
+        v.check_instance(self, "loss", {"kl_weight": v.at_least(0), "perceptual_weight": v.at_least(0),
+                                        "disc_start": v.at_least(0), "disc_weight": v.at_least(0),
+                                        "disc_layers": v.at_least(1), "disc_lr": v.above(0)})
 
 
 @dataclass
@@ -237,43 +250,68 @@ class AutoencoderRunConfig:
     def from_dict(d: dict[str, Any]) -> "AutoencoderRunConfig":
         """Parse and validate (unknown keys are an error)."""
         sections = {"data": DataConfig, "loss": AutoencoderLossConfig, "train": OptimConfig}
-        unknown = set(d) - set(sections) - {"kind", "preset", "model", "preview_n"}
-        if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        _sections(d, [*sections, "kind", "preset", "model", "preview_n"], ("model",))
         if d.get("kind", "autoencoder") != "autoencoder":
-            raise ConfigError(f"an autoencoder config has kind 'autoencoder', got {d.get('kind')!r}")
-        if not isinstance(d.get("model") or {}, dict):
-            raise ConfigError("config section 'model' must be a JSON object")
+            raise ConfigError(f"an autoencoder config has kind 'autoencoder', got {v.show(d.get('kind'))}")
         cfg = AutoencoderRunConfig(preset=d.get("preset"), model=dict(d.get("model") or {}),
                                    preview_n=d.get("preview_n", 32),
                                    **{name: _build(cls, d.get(name) or {}, name) for name, cls in sections.items()})
-        cfg.train.validate()
-        cfg.loss.validate()
-        if isinstance(cfg.preview_n, bool) or not isinstance(cfg.preview_n, int) or cfg.preview_n < 1:
-            raise ConfigError(f"preview_n must be a whole number >= 1, got {cfg.preview_n!r}")
+        cfg.validate()
         return cfg
 
+    def validate(self) -> None:
+        """One-line ConfigErrors for every field (types, ranges) and for what cannot fit in memory."""
+        from ..models.autoencoder import AutoencoderConfig
 
-def _build(cls: type, values: dict[str, Any], section: str) -> Any:
-    """Instantiate a config dataclass from a dict, rejecting unknown keys with a one-line error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
+        v.check_value(self.preset, str | None, "preset")
+        self.data.validate()
+        self.train.validate()
+        self.loss.validate()
+        v.check_value(self.preview_n, int, "preview_n", v.at_least(1))
+        AutoencoderConfig.check_dict(self.model, "model")
+        shape = _image_shape(self.data, self.model)
+        v.require_memory(v.images_bytes(self.train.batch_size, shape), f"train.batch_size {self.train.batch_size}",
+                         "one batch of images")
+        v.require_memory(v.images_bytes(2 * self.preview_n, shape), f"preview_n {self.preview_n}", "the preview grid")
+
+
+def _sections(d: Any, known: list[str], objects: tuple[str, ...]) -> None:
+    """A config must be a JSON object of known sections; `objects` (when given) must be JSON objects themselves."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a JSON object, got {v.show(d)}")
+    unknown = sorted((k for k in d if k not in known), key=str)
     if unknown:
-        raise ConfigError(f"unknown key(s) in config section '{section}': {', '.join(sorted(unknown))}")
-    values = dict(values)
-    if "adam_betas" in values:
-        values["adam_betas"] = tuple(values["adam_betas"])
+        raise ConfigError(f"unknown config section {str(unknown[0])!r}{v.suggest(unknown[0], known)}")
+    for name in objects:
+        if not isinstance(d.get(name) or {}, dict):
+            raise ConfigError(f"config section '{name}' must be a JSON object, got {v.show(d[name])}")
+
+
+def _build(cls: type, values: Any, section: str) -> Any:
+    """Instantiate a config dataclass from a dict: unknown keys are one-line errors naming the nearest known key; the
+    types and ranges are checked by the section's `validate` (its values are assigned as they are until then)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{section}' must be a JSON object, got {v.show(values)}")
+    v.reject_unknown(values, [f.name for f in dataclasses.fields(cls)], f"config section '{section}'")
     return cls(**values)
+
+
+def _image_shape(data: DataConfig, model: dict[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) of the data as far as the config knows it (1 where it does not: a lower bound for estimates)."""
+    size = data.image_size or model.get("image_size") or 1
+    h, w = (size, size) if isinstance(size, int) else tuple(size)[:2] if isinstance(size, (list, tuple)) else (1, 1)
+    c = data.channels or model.get("in_channels") or 1
+    return (c, h, w) if all(isinstance(x, int) and not isinstance(x, bool) for x in (c, h, w)) else (1, 1, 1)
 
 
 def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Recursively merge `new` into a copy of `base`."""
     out = copy.deepcopy(base)
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_update(out[k], v)
+    for k, val in new.items():
+        if isinstance(val, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], val)
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = copy.deepcopy(val)
     return out
 
 
@@ -317,6 +355,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a folder, not a JSON file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {p} is not valid JSON: {e}") from None
     if not isinstance(data, dict):

@@ -107,12 +107,9 @@ class DiffusionTask:
             per_example = self.process.loss(self.model, x0, t[mine].to(dev), eps[mine].to(dev), y)
             loss = (per_example * weights[mine].to(dev)).mean() if weights is not None else per_example.mean()
         ctx.backward(loss)
-        if self.t_sampler is not None:  # every process records the whole global batch, in rank order
-            self.t_sampler.update(t, ctx.gather(per_example.detach().float()).cpu())
-        if tc.grad_clip > 0:
-            ctx.clip_grad_norm(self.model.parameters(), tc.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        history = ctx.gather(per_example.detach().float()).cpu() if self.t_sampler is not None else None
+        if ctx.apply(self.optimizer, self.model.parameters(), loss, tc.grad_clip) and history is not None:
+            self.t_sampler.update(t, history)  # every process records the whole global batch, in rank order
         return {"loss": loss.detach()}
 
     def state_dict(self, ema_weights: dict[str, Tensor]) -> dict[str, Any]:
