@@ -274,3 +274,42 @@ def test_a_kill_during_a_write_loses_nothing_and_resumes_bit_exactly(fault, tiny
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     ref_rows = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in rows] == [(r["step"], r["loss"]) for r in ref_rows]
+
+
+# ---- samples stream to disk ------------------------------------------------------------------------------------
+
+def test_samples_stream_to_an_npz_in_batches_atomically(tmp_path: Path):
+    import numpy as np
+
+    from diffusionlab.viz import SampleWriter, write_samples
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (300, 3, 5, 4), generator=g, dtype=torch.uint8)
+    writer = SampleWriter(tmp_path / "s.npz", 300, (3, 5, 4))
+    assert not (tmp_path / "s.npz").exists()  # nothing under the final name until it is complete
+    for start in range(0, 300, 64):
+        writer.write(images[start : start + 64])
+    grid = writer.close()
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as f:
+        assert f["images"].dtype == np.uint8 and np.array_equal(f["images"], images.permute(0, 2, 3, 1).numpy())
+    assert grid.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["s.npz", "s.png"]
+    write_samples(images, tmp_path / "t.npz")  # the one-shot path writes the same bytes
+    assert (tmp_path / "t.npz").read_bytes() == (tmp_path / "s.npz").read_bytes()
+    broken = SampleWriter(tmp_path / "u.npz", 10, (1, 2, 2))
+    broken.write(torch.zeros(4, 1, 2, 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="4 images written of the 10"):
+        broken.close()
+    assert not list(tmp_path.glob("*u.npz*"))  # an incomplete file is never left behind
+
+
+def test_sample_batches_do_not_change_the_images(tmp_path: Path, reference: Path):
+    import numpy as np
+
+    outs = []
+    for batch in ("7", "256"):
+        out = tmp_path / f"b{batch}.npz"
+        proc = run_cli("sample", str(reference), "--n", "20", "--steps", "3", "--batch-size", batch, "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        with np.load(out) as f:
+            outs.append(f["images"])
+    assert outs[0].shape == (20, 8, 8) and np.array_equal(outs[0], outs[1])  # DDIM eta 0: batching is invisible

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -15,19 +16,78 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, temp_name
+
+
+class SampleWriter:
+    """A samples .npz written batch by batch: key `images`, uint8, (N, H, W) for one channel, else (N, H, W, C).
+
+    The array streams into a deflated zip member (the layout np.savez_compressed writes, so np.load reads it) in a
+    temporary file that is fsync'ed and renamed into place by `close`, so a large N never sits in memory and a killed
+    command leaves no half file. The first 256 images are kept for the PNG grid written beside it.
+    """
+
+    GRID = 256
+
+    def __init__(self, out: str | os.PathLike, n: int, image_shape: tuple[int, int, int]):
+        self.out, self.n, self.written = Path(out), n, 0
+        c, h, w = image_shape
+        self.shape = (n, h, w) if c == 1 else (n, h, w, c)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_name(self.out)
+        self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        info = zipfile.ZipInfo("images.npy", date_time=(1980, 1, 1, 0, 0, 0))  # fixed: same images, same bytes
+        info.compress_type = zipfile.ZIP_DEFLATED
+        self.member = self.zip.open(info, "w", force_zip64=True)
+        np.lib.format.write_array_header_2_0(self.member, {"descr": "|u1", "fortran_order": False,
+                                                           "shape": self.shape})
+        self.first: list[Tensor] = []
+
+    def write(self, images: Tensor) -> None:
+        """Append a batch of uint8 images (B, C, H, W)."""
+        if self.written + len(images) > self.n:
+            raise ValueError(f"more than the {self.n} images announced")
+        arr = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
+        self.member.write(np.ascontiguousarray(arr.numpy()).tobytes())
+        kept = sum(len(x) for x in self.first)
+        if kept < self.GRID:
+            self.first.append(images[: self.GRID - kept].clone())
+        self.written += len(images)
+
+    def close(self, grid_images: Tensor | None = None, nrow: int | None = None) -> Path:
+        """Finish the .npz (atomically) and write the grid of the first 256 (or of `grid_images`); the grid's path."""
+        if self.written != self.n:
+            self.abort()
+            raise ValueError(f"{self.written} images written of the {self.n} announced")
+        self.member.close()
+        self.zip.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.out)
+        shown = torch.cat(self.first) if grid_images is None else grid_images[: self.GRID]
+        return save_grid(shown, self.out.with_suffix(".png"), nrow=nrow)
+
+    def abort(self) -> None:
+        """Drop the partial file (an error mid-way): nothing is left behind."""
+        try:
+            self.member.close()
+            self.zip.close()
+        except (OSError, ValueError):
+            pass
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_samples(images: Tensor, out: str | os.PathLike, grid_images: Tensor | None = None,
                   nrow: int | None = None) -> Path:
     """Write uint8 images (N, C, H, W) to `out` (.npz with key `images`: (N, H, W) for one channel, else (N, H, W, C))
     and a PNG grid of the first 256 (or of `grid_images`) beside it; returns the grid's path."""
-    out = Path(out)
-    arr = images[:, 0].numpy() if images.shape[1] == 1 else images.permute(0, 2, 3, 1).numpy()
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=arr)
-    atomic_write_bytes(out, buf.getvalue())
-    return save_grid((images if grid_images is None else grid_images)[:256], out.with_suffix(".png"), nrow=nrow)
+    writer = SampleWriter(out, len(images), tuple(images.shape[1:]))
+    try:
+        writer.write(images)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(grid_images, nrow)
 
 
 def grid_array(images: Tensor, nrow: int | None = None, padding: int = 1, min_tile: int = 32) -> np.ndarray:

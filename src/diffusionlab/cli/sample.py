@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import from_model_range
     from ..runs import load_run
     from ..sampling import generate
-    from ..viz import save_trajectory_gif, write_samples
+    from ..viz import SampleWriter, save_trajectory_gif
     from .guidance import describe_guidance, guided_model
 
     options = sampler_options(args)  # bad options fail before the run is loaded
@@ -45,12 +45,17 @@ def run(args: argparse.Namespace) -> int:
     out = npz_out(Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"{sampler}-{steps}-seed{args.seed}{tag}.npz",
                   args.overwrite, companions)
     t0 = time.perf_counter()
-    res = generate(denoiser, run_.process, run_.model_shape, args.n, sampler, steps, options=options, seed=args.seed,
-                   y=y, codec=run_.codec, batch_size=args.batch_size, trajectory_frames=40 if args.trajectory else 0,
-                   progress=True)
+    writer = SampleWriter(out, args.n, run_.image_shape)  # batches stream to disk: --n is not held in memory
+    try:
+        res = generate(denoiser, run_.process, run_.model_shape, args.n, sampler, steps, options=options,
+                       seed=args.seed, y=y, codec=run_.codec, batch_size=args.batch_size,
+                       trajectory_frames=40 if args.trajectory else 0, progress=True,
+                       on_batch=lambda images: writer.write(from_model_range(images)))
+    except BaseException:
+        writer.abort()
+        raise
     seconds = time.perf_counter() - t0
-    u8 = from_model_range(res.images)  # (N, C, H, W)
-    grid = write_samples(u8, out)
+    grid = writer.close()
     print(f"{args.n} samples, {sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
           f"(step {run_.step} {'raw' if args.no_ema else 'EMA'} weights)")
     if tag:

@@ -117,11 +117,13 @@ PLANS = {"vp": vp_plan, "sigma": sigma_plan, "time": time_plan}
 def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: int, sampler: str = "ddim",
              steps: int | None = None, *, options: SamplerOptions | None = None, seed: int = 0, y: Tensor | None = None,
              codec: Codec | None = None, batch_size: int = 256, trajectory_frames: int = 0, progress: bool = False,
-             device: torch.device | str = "cpu") -> SampleResult:
+             device: torch.device | str = "cpu", on_batch: Callable[[Tensor], None] | None = None) -> SampleResult:
     """Draw n samples of the model's `shape` with the named sampler and decode them; the same seed gives the same images.
 
     `steps` defaults to the family's `default_steps(sampler)` (see spec.py for the NFE per step). The codec (pixels
-    by default) decodes the samples and frames, and sets the range the x0 prediction is clipped to.
+    by default) decodes the samples and frames, and sets the range the x0 prediction is clipped to. With `on_batch`,
+    each decoded batch (clamped to [-1, 1]) goes to it instead of into `images`, which stays empty: a large n
+    streams to disk (viz.SampleWriter) instead of being held in memory.
     """
     o, codec = options or SamplerOptions(), codec or PixelCodec()
     spec = sampler_spec(sampler)
@@ -150,9 +152,13 @@ def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: 
 
         x, nfe = plan.run(model, plan.start_scale * x_T[start : start + batch_size].to(device), yb,
                           generator(seed, 1, b), record)
-        out.append(codec.decode(x).cpu())
+        decoded = codec.decode(x).cpu()
+        if on_batch is not None:
+            on_batch(decoded.clamp(*PIXEL_RANGE))
+        else:
+            out.append(decoded)
         result.nfe = max(result.nfe, nfe)
-    result.images = torch.cat(out).clamp(*PIXEL_RANGE)
+    result.images = torch.cat(out).clamp(*PIXEL_RANGE) if out else torch.empty(0)
     for label, x_k, x0_k in frames:
         result.trajectory_labels.append(label)
         result.trajectory_xt.append(codec.decode(x_k).cpu().clamp(*PIXEL_RANGE))
