@@ -21,6 +21,7 @@ class ImageDataset:
     num_classes: int | None
     name: str
     class_names: list[str] | None = None
+    captions: list[str] | None = None  # one text per image, for text-to-image (data/captions.py)
 
     def __post_init__(self) -> None:
         # Validate once here so every consumer can rely on the contract without re-checking.
@@ -37,6 +38,12 @@ class ImageDataset:
                                 f"{tuple(self.labels.shape)}")
             if self.labels.shape[0] != self.images.shape[0]:
                 raise DataError(f"{self.name}: {self.labels.shape[0]} labels for {self.images.shape[0]} images")
+        if self.captions is not None:
+            if len(self.captions) != self.images.shape[0]:
+                raise DataError(f"{self.name}: {len(self.captions)} captions for {self.images.shape[0]} images")
+            for i, text in enumerate(self.captions):
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(f"{self.name}: caption {i} is empty")
 
     def __len__(self) -> int:
         """Number of images."""
@@ -64,7 +71,8 @@ class ImageDataset:
 
     def __repr__(self) -> str:
         labels = "unlabelled" if self.labels is None else f"{self.num_classes} classes"
-        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, {labels})"
+        captions = ", captioned" if self.captions is not None else ""
+        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, {labels}{captions})"
 
 
 # The model range of pixels (SPEC.md notation: data x0 scaled to [-1, 1]); 0 maps to -1 and 255 to 1.

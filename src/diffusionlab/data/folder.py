@@ -1,4 +1,5 @@
-"""A folder of image files (PNG, JPEG, ...), optionally with one subfolder per class."""
+"""A folder of image files (PNG, JPEG, ...), optionally with one subfolder per class, and optionally captioned
+(a metadata.jsonl or .txt sidecars: data/captions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from diffusionlab.data.captions import folder_captions, has_captions
 from diffusionlab.data.dataset import ImageDataset, images_tensor, labels_tensor, resize_pil
 from diffusionlab.errors import DataError
 from diffusionlab.validation import require_memory
@@ -106,10 +108,12 @@ def load_folder(data_dir: Path, split: str, image_size: int | None, channels: in
         arrays.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
 
     label_array = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    captions = folder_captions(data_dir, files) if has_captions(data_dir, files) else None
     return ImageDataset(
         images=images_tensor(np.stack(arrays)),
         labels=labels_tensor(label_array),
         num_classes=len(class_dirs) if labels is not None else None,
         name=f"folder:{data_dir.resolve().name or data_dir}",
         class_names=[p.name for p in class_dirs] if labels is not None else None,
+        captions=captions,
     )

