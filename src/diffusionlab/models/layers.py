@@ -136,6 +136,31 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+class CrossAttentionBlock(nn.Module):
+    """Cross-attention from the image to a text (Rombach et al. 2022, eq. 3): Q from the H*W image tokens,
+    K and V from the context tokens (padding masked out), softmax(Q K^T / sqrt(d)) V, with a residual connection.
+    The output projection starts at zero (as LDM's proj_out), so a new block is the identity."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int, groups: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(channels, groups)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        """x: (B, C, H, W); context: (B, L, context_dim); mask: (B, L) True at real tokens -> (B, C, H, W)."""
+        b, c, h, w = x.shape
+        heads, length = self.num_heads, context.shape[1]
+        q = self.q(self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)).reshape(b, h * w, heads, c // heads)
+        k, v = self.kv(context.to(q.dtype)).reshape(b, length, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        attn_mask = mask.to(q.device).view(b, 1, 1, length)  # True = attend; [PAD] keys get no weight
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attn_mask)
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over the H*W grid with a residual connection (Ho et al. 2020, App. B)."""
 

@@ -1,0 +1,74 @@
+"""The text encoder of a text-to-image model: token ids -> per-token embeddings and a pooled embedding.
+
+GLIDE (Nichol et al. 2022, section 2.3) trains a transformer over the caption jointly with the diffusion model,
+feeds its final token embeddings to every attention layer of the UNet (here: cross-attention, as LDM does,
+Rombach et al. 2022 eq. 3) and adds a pooled embedding to the time embedding. This is that transformer, small:
+learned token and position embeddings, pre-norm encoder layers, a final LayerNorm, and the mean over the caption's
+real tokens ([PAD] excluded) as the pooled embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+PAD_ID = 0  # data/tokenizer.py puts [PAD] first
+
+
+@dataclass
+class TextEncoderConfig:
+    """Sizes of `TextEncoder`; vocab_size and max_len come from the run's tokenizer."""
+
+    vocab_size: int
+    max_len: int
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "max_len", "dim", "layers", "heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"text_encoder.{name} must be a whole number >= 1, got {value!r}")
+        if self.dim % self.heads:
+            raise ConfigError(f"text_encoder.heads = {self.heads} does not divide dim = {self.dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return asdict(self)
+
+
+class TextEncoder(nn.Module):
+    """ids (B, L) -> (tokens (B, L, dim), mask (B, L) True at real tokens, pooled (B, dim))."""
+
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        c = self.config = config
+        self.token_emb = nn.Embedding(c.vocab_size, c.dim)
+        self.pos_emb = nn.Parameter(torch.randn(c.max_len, c.dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(c.dim, c.heads, 4 * c.dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        # No nested tensors: the fast inference path would zero the padded positions in eval mode only.
+        self.layers = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.dim)
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode a batch of token ids (every row starts with [BOS], so no row is all padding)."""
+        if ids.ndim != 2 or ids.is_floating_point() or ids.shape[1] > self.config.max_len:
+            raise ConfigError(f"token ids must be an int tensor (B, <= {self.config.max_len}), got {ids.dtype} "
+                              f"{tuple(ids.shape)}")
+        ids = ids.to(self.token_emb.weight.device)
+        mask = ids != PAD_ID
+        h = self.token_emb(ids) + self.pos_emb[: ids.shape[1]]
+        h = self.norm(self.layers(h, src_key_padding_mask=~mask))
+        weights = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return h, mask, pooled
+
+
+__all__ = ["PAD_ID", "TextEncoder", "TextEncoderConfig"]
