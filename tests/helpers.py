@@ -25,3 +25,27 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env.pop("DIFFUSIONLAB_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "diffusionlab.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=timeout)
+
+
+def record_training_conditions(monkeypatch) -> list:
+    """Wrap every network the trainer builds so that the y of each training forward pass (not the preview grid's) is
+    appended to the returned list: what the model was conditioned on, observed where it is used."""
+    import diffusionlab.training.diffusion as task_module
+
+    seen: list = []
+    real_build = task_module.build_network
+
+    def recording_build(model_cfg: dict):
+        net = real_build(model_cfg)
+        forward = net.forward
+
+        def spy(x, t, y=None):
+            if net.training:
+                seen.append(y.detach().cpu().clone())
+            return forward(x, t, y)
+
+        net.forward = spy
+        return net
+
+    monkeypatch.setattr(task_module, "build_network", recording_build)
+    return seen

@@ -15,29 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import diffusionlab.training.diffusion as task_module
 import diffusionlab.training.trainer as trainer
 from diffusionlab.training.config import RunConfig, deep_update, preset_config
-from helpers import TINY
+from helpers import TINY, record_training_conditions
 
 
 def labels_seen_in_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, p_uncond: float, steps: int = 6) -> torch.Tensor:
-    seen: list[torch.Tensor] = []
-    real_build = task_module.build_network
-
-    def recording_build(model_cfg: dict) -> torch.nn.Module:
-        net = real_build(model_cfg)
-        forward = net.forward
-
-        def spy(x, t, y=None):
-            if net.training:  # the training loss, not the preview grid
-                seen.append(y.detach().cpu().clone())
-            return forward(x, t, y)
-
-        net.forward = spy
-        return net
-
-    monkeypatch.setattr(task_module, "build_network", recording_build)
+    seen = record_training_conditions(monkeypatch)
     over = deep_update(TINY, {"train": {"class_conditional": True, "label_dropout": p_uncond, "batch_size": 256,
                                         "steps": steps, "checkpoint_every": 1000, "log_every": 1000},
                               "sample": {"n": 2, "steps": 1}, "model": {"channel_mult": [1], "attention_resolutions": []}})

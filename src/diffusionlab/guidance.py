@@ -45,9 +45,11 @@ def check_labels(y: Tensor, num_classes: int | None) -> None:
 class ClassifierFreeGuidance(Denoiser):
     """eps_null + S (eps_c - eps_null) (and the same for x0_hat); S = 1 conditional, S = 0 unconditional."""
 
-    def __init__(self, model: Denoiser, guidance_scale: float, null_label: int):
+    def __init__(self, model: Denoiser, guidance_scale: float, null_label: int | Tensor):
+        """`null_label`: the null class index, or for a text model the empty caption's token ids (L,)."""
         super().__init__(model.net, model.prediction, model.path, model.learned_variance)
-        self.model, self.guidance_scale, self.null_label = model, float(guidance_scale), int(null_label)
+        self.model, self.guidance_scale = model, float(guidance_scale)
+        self.null_label = null_label if isinstance(null_label, Tensor) else int(null_label)
 
     def __call__(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Prediction:
         """The guided Prediction at (x_t, t) for labels y (None: the unconditional model)."""
@@ -57,7 +59,10 @@ class ClassifierFreeGuidance(Denoiser):
         if S == 1.0:
             return self.model(x, t, y)
         t = batch_time(t, x)
-        null = torch.full_like(y, self.null_label)
+        if isinstance(self.null_label, Tensor):  # a caption: every row gets the empty caption's ids
+            null = self.null_label.to(y.device).expand_as(y)
+        else:
+            null = torch.full_like(y, self.null_label)
         # One network call on 2B examples: [conditional; unconditional].
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         (x0_c, x0_u), (eps_c, eps_u) = both.x0.chunk(2), both.eps.chunk(2)

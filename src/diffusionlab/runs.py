@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .codecs import Codec, build_codec
+from .data.tokenizer import CaptionTokenizer
 from .codecs.autoencoder import load_autoencoder, read_weights
 from .denoiser import Denoiser
 from .errors import CheckpointError, ConfigError
@@ -142,6 +143,7 @@ class LoadedRun:
     step: int
     checkpoint: Path
     codec: Codec
+    tokenizer: CaptionTokenizer | None = None  # a text run's: prompts -> token ids (y)
 
     @property
     def model_shape(self) -> tuple[int, int, int]:
@@ -171,4 +173,13 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True
         raise CheckpointError(f"checkpoint {ckpt_path} does not match the model in config.json ({str(e).splitlines()[0][:100]})") from None
     net.eval()
     codec = build_codec(cfg.codec, Path(run_dir))
-    return LoadedRun(cfg, process, net, process.denoiser(net), ckpt.step, ckpt_path, codec)
+    tokenizer = None
+    if cfg.model.get("text_encoder"):
+        from .training.diffusion import TOKENIZER_FILE
+
+        path = Path(run_dir) / TOKENIZER_FILE
+        try:
+            tokenizer = CaptionTokenizer.from_json(path.read_text(), str(path))
+        except OSError:
+            raise CheckpointError(f"{path} is missing: a text run needs its tokenizer") from None
+    return LoadedRun(cfg, process, net, process.denoiser(net), ckpt.step, ckpt_path, codec, tokenizer)

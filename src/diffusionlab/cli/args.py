@@ -141,6 +141,9 @@ def add_guidance_flags(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance eps_null + S (eps_c - eps_null): S = 1 (default) plain conditional, "
                         "S = 0 unconditional, S > 1 stronger; costs two network passes per step")
     p.add_argument("--classifier", metavar="DIR", help="noisy classifier from `train-classifier`, for classifier guidance")
+    p.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="a text run: the caption to draw (repeat it for several; the samples cycle through them)")
+    p.add_argument("--prompt-file", metavar="FILE", help="a text run: prompts, one per line")
     p.add_argument("--classifier-scale", type=float, default=1.0, metavar="W",
                    help="classifier guidance eps - W sigma_t grad log f(y | x_t) (default 1)")
 

@@ -7,6 +7,7 @@ Heavy imports (torch, the models) happen inside the commands, so `diffusionlab -
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,8 @@ def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Deno
     from ..guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels
     from ..training.classifier import guidance_classifier, load_classifier
 
+    if run.tokenizer is not None or args.prompt or args.prompt_file:
+        return prompted_model(run, args, n)
     num_classes = run.config.model.get("num_classes")
     cls, S, W = args.class_id, args.guidance_scale, args.classifier_scale
     if cls is None:
@@ -122,6 +125,51 @@ def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Deno
         fn = guidance_classifier(classifier, run.process.schedule_name, run.process.T, num_classes, run.model_shape)
         model, tag = ClassifierGuidance(model, fn, W, pass_label=num_classes is not None), f"{tag}-clf{W:g}"
     return model, y, tag
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """--prompt (repeatable) and --prompt-file (one per line), in that order; empty prompts are an error."""
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read --prompt-file {path}: {getattr(e, 'strerror', None) or e}") from None
+        prompts += [ln.strip() for ln in lines if ln.strip()]
+        if not lines or not any(ln.strip() for ln in lines):
+            raise ConfigError(f"--prompt-file {path} holds no prompts")
+    if any(not p.strip() for p in prompts):
+        raise ConfigError("a --prompt is empty (leave --prompt out to draw unconditionally)")
+    return prompts
+
+
+def prompted_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Denoiser, torch.Tensor | None, str]:
+    """A text run's denoiser for --prompt/--prompt-file (classifier-free guidance with the empty caption as the
+    null condition, SPEC section 4: S = 1 conditional, S = 0 unconditional), the token ids y (n, L), a file tag."""
+    from ..guidance import ClassifierFreeGuidance
+
+    tok = run.tokenizer
+    prompts = read_prompts(args)
+    if tok is None:
+        raise ConfigError("--prompt needs a text run (trained with --text-conditional); this one is not")
+    if args.class_id is not None or args.classifier:
+        raise ConfigError("a text run is conditioned on --prompt, not on --class or --classifier")
+    S = args.guidance_scale
+    if S is not None and not (S >= 0 and S < float("inf")):
+        raise ConfigError(f"--guidance-scale must be a number >= 0, got {S}")
+    if not prompts:
+        if S is not None:
+            raise ConfigError("--guidance-scale needs --prompt (without one the samples are unconditional)")
+        return run.denoiser, None, ""
+    unknown = sorted({w for p in prompts for w in tok.unknown_words(p)})
+    if unknown:
+        print(f"warning: the text encoder never saw {', '.join(repr(w) for w in unknown)} in training; "
+              "those words read as [UNK]", file=sys.stderr)
+    y = tok.encode([prompts[i % len(prompts)] for i in range(n)])
+    S = 1.0 if S is None else S
+    model = ClassifierFreeGuidance(run.denoiser, S, null_label=tok.encode([""])[0])
+    return model, y, f"-prompt-cfg{S:g}"
 
 
 def describe_guidance(model: Denoiser) -> str:

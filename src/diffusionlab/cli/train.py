@@ -163,6 +163,9 @@ def add_parser(sub: Any) -> None:
                    help="train in the latent space of this autoencoder run (train-autoencoder); a pixel preset with a "
                         "latent variant (digits, mnist) switches to it (digits-ldm, mnist-ldm)")
     t.add_argument("--class-conditional", action="store_true", default=None, help="train with class labels")
+    t.add_argument("--text-conditional", action="store_true", default=None,
+                   help="train on the data's captions with a jointly trained text encoder (digits-text, mnist-text, "
+                        "digits-pairs, mnist-pairs, or a captioned image folder); sample with --prompt")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
     t.add_argument("--method", choices=tuple(METHODS), default=None, help=f"model family: {', '.join(METHODS)}")
     for flag, name, parse, choices, hlp in process_flags():
@@ -189,6 +192,7 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     for flag, name, _, _, _ in process_flags():
         put("process", name, getattr(args, f"process_{_dest(flag)}"))
     put("train", "class_conditional", args.class_conditional)
+    put("train", "text_conditional", args.text_conditional)
     put("data", "hflip", args.hflip)
     put_budget(args, overrides)
 

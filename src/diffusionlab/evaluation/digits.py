@@ -84,6 +84,13 @@ def load_samples(path: Path) -> np.ndarray:
     return check_samples(load_npz_images(path), path)
 
 
+def predict_digits(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The judge's class and confidence (max probability) for each uint8 8x8 grayscale image (N, 8, 8)."""
+    clf = _classifier()[0]
+    proba = clf.predict_proba(images.reshape(len(images), -1).astype(np.float64) / 255.0)
+    return clf.classes_[proba.argmax(1)], proba.max(1)
+
+
 def classify_digits(images: np.ndarray) -> dict[str, Any]:
     """Classify uint8 8x8 grayscale images (N, 8, 8) and summarise which classes appear and how confidently."""
     check_samples(images, "samples")

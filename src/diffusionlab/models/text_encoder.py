@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 
 PAD_ID = 0  # data/tokenizer.py puts [PAD] first
+NULL_CAPTION = (2, 3, PAD_ID)  # the empty caption: [BOS] [EOS], then [PAD]s (tokenizer ids 2, 3, 0; tested)
 
 
 @dataclass
@@ -71,4 +72,4 @@ class TextEncoder(nn.Module):
         return h, mask, pooled
 
 
-__all__ = ["PAD_ID", "TextEncoder", "TextEncoderConfig"]
+__all__ = ["NULL_CAPTION", "PAD_ID", "TextEncoder", "TextEncoderConfig"]

@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from .. import validation as v
 from ..errors import ConfigError
 from .config import SizedConfig, resnet_parameters
-from .layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_
+from .layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, Upsample, group_norm,
+                     timestep_embedding, zero_)
+from .text_encoder import NULL_CAPTION, TextEncoder, TextEncoderConfig
 
 
 def preferred_memory_format() -> torch.memory_format:
@@ -63,6 +65,10 @@ class UNetConfig(SizedConfig):
     num_classes: int | None = None  # label num_classes is the reserved NULL label (classifier-free guidance)
     time_scale: float = 1.0  # t is multiplied by this before the sinusoidal embedding
     groups: int = 32  # GroupNorm groups (the largest divisor of the channel count <= groups)
+    # Text-to-image: a TextEncoderConfig (models/text_encoder.py). y is then the caption's token ids (B, L); the
+    # blocks at attention_resolutions and the middle block cross-attend to its tokens (LDM) and its pooled
+    # embedding joins the time embedding (GLIDE). None: no text.
+    text_encoder: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON) and normalise to tuples so configs compare equal after a round trip.
@@ -114,6 +120,10 @@ class UNetConfig(SizedConfig):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1 or None, got {self.num_classes}")
+        if self.text_encoder is not None:
+            if self.num_classes is not None:
+                raise ConfigError("a UNet is conditioned on class labels or on text, not both")
+            TextEncoderConfig(**self.text_encoder)  # one-line errors for its fields
         sizes = self.level_sizes
         for r in self.attention_resolutions:
             if r not in sizes:
@@ -129,19 +139,23 @@ class UNetConfig(SizedConfig):
             )
 
 class _Stage(nn.Module):
-    """One ResBlock, optionally followed by self-attention and/or 2x upsampling (decoder only)."""
+    """One ResBlock, optionally followed by self-attention, cross-attention to a text and/or 2x upsampling."""
 
-    def __init__(self, res: ResBlock, attn: AttentionBlock | None, up: Upsample | None = None) -> None:
+    def __init__(self, res: ResBlock, attn: AttentionBlock | None, up: Upsample | None = None,
+                 cross: CrossAttentionBlock | None = None) -> None:
         super().__init__()
         self.res = res
         self.attn = attn
+        self.cross = cross
         self.up = up
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """Apply the block(s) in order."""
+    def forward(self, x: Tensor, emb: Tensor, context: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Apply the block(s) in order; `context` is the text's (tokens, mask) when the UNet reads one."""
         x = self.res(x, emb)
         if self.attn is not None:
             x = self.attn(x)
+        if self.cross is not None and context is not None:
+            x = self.cross(x, *context)
         if self.up is not None:
             x = self.up(x)
         return x
@@ -160,17 +174,26 @@ class UNet(nn.Module):
         base = c.base_channels
         emb_dim = 4 * base  # Ho et al. 2020 / iDDPM: time-embedding width is 4x the base width
         self.emb_dim = emb_dim
+        attn_sizes = set(c.attention_resolutions)
 
         # Sinusoidal embedding -> MLP (Linear, SiLU, Linear) (Ho et al. 2020, App. B).
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Class embedding added to the time embedding (Nichol & Dhariwal 2021; Dhariwal & Nichol 2021).
         # Row num_classes is the NULL label used for classifier-free guidance (Ho & Salimans 2022).
         self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes is not None else None
+        # Text: GLIDE's jointly trained transformer; its pooled embedding is projected onto the time embedding.
+        self.text = TextEncoder(TextEncoderConfig(**c.text_encoder)) if c.text_encoder is not None else None
+        text_dim = self.text.config.dim if self.text is not None else 0
+        self.text_proj = nn.Linear(text_dim, emb_dim) if self.text is not None else None
+
+        def cross(channels: int, size: int | None) -> CrossAttentionBlock | None:
+            if self.text is None or (size is not None and size not in attn_sizes):
+                return None
+            return CrossAttentionBlock(channels, text_dim, c.num_heads, c.groups)
 
         self.input_conv = nn.Conv2d(c.in_channels, base, 3, padding=1)
 
         # Encoder: every block's output is kept for a skip connection, as in iDDPM.
-        attn_sizes = set(c.attention_resolutions)
         sizes = c.level_sizes
         self.down = nn.ModuleList()
         skip_channels = [base]
@@ -179,7 +202,8 @@ class UNet(nn.Module):
             out_ch = base * mult
             for _ in range(c.num_res_blocks):
                 attn = AttentionBlock(out_ch, c.num_heads, c.groups) if sizes[level] in attn_sizes else None
-                self.down.append(_Stage(ResBlock(ch, out_ch, emb_dim, c.dropout, c.groups), attn))
+                self.down.append(_Stage(ResBlock(ch, out_ch, emb_dim, c.dropout, c.groups), attn,
+                                        cross=cross(out_ch, sizes[level])))
                 ch = out_ch
                 skip_channels.append(ch)
             if level != len(c.channel_mult) - 1:
@@ -189,6 +213,7 @@ class UNet(nn.Module):
         # Middle: res, attention, res (Ho et al. 2020, App. B).
         self.mid_res1 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
         self.mid_attn = AttentionBlock(ch, c.num_heads, c.groups)
+        self.mid_cross = cross(ch, None)  # the middle block always reads the text (LDM)
         self.mid_res2 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
 
         # Decoder mirrors the encoder with num_res_blocks + 1 blocks per level, each consuming one skip
@@ -201,7 +226,7 @@ class UNet(nn.Module):
                 ch = out_ch
                 attn = AttentionBlock(ch, c.num_heads, c.groups) if sizes[level] in attn_sizes else None
                 up = Upsample(ch) if level > 0 and i == c.num_res_blocks else None
-                self.up.append(_Stage(res, attn, up))
+                self.up.append(_Stage(res, attn, up, cross=cross(ch, sizes[level])))
 
         self.out_norm = group_norm(ch, c.groups)
         self.out_conv = zero_(nn.Conv2d(ch, c.resolved_out_channels, 3, padding=1))
@@ -218,6 +243,8 @@ class UNet(nn.Module):
         dtype = self.input_conv.weight.dtype
         sinusoid = timestep_embedding(t * self.config.time_scale, self.config.base_channels).to(dtype)
         emb = self.time_mlp(sinusoid)
+        if self.text is not None:
+            return emb  # the text's pooled embedding is added in forward, where the text is encoded
         n = self.config.num_classes
         if n is None:
             if y is not None:
@@ -232,6 +259,12 @@ class UNet(nn.Module):
                 raise ConfigError(f"labels must be in [0, {n}] ({n} = null label), got [{int(y.min())}, {int(y.max())}]")
         return emb + self.label_emb(y.to(emb.device))
 
+    def null_caption(self, batch: int, device: torch.device) -> Tensor:
+        """Token ids of the empty caption, [BOS] [EOS] [PAD]... (data/tokenizer.py's fixed special ids)."""
+        ids = torch.full((batch, self.text.config.max_len), NULL_CAPTION[-1], dtype=torch.long, device=device)  # type: ignore[union-attr]
+        ids[:, :2] = torch.tensor(NULL_CAPTION[:2], device=device)
+        return ids
+
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W); t: (B,) network time; y: (B,) labels or None -> (B, out_channels, H, W)."""
         c = self.config
@@ -240,16 +273,28 @@ class UNet(nn.Module):
         div = 2 ** (len(c.channel_mult) - 1)
         if x.shape[2] % div or x.shape[3] % div:
             raise ConfigError(f"image size {x.shape[2]}x{x.shape[3]} is not divisible by {div}")
+        emb = self.embed(t, None if self.text is not None else y, x.shape[0])
+        context = None
+        if self.text is not None:  # y: token ids (B, L); None: the empty caption (the null condition)
+            ids = self.null_caption(x.shape[0], x.device) if y is None else y
+            if ids.ndim != 2 or ids.shape[0] != x.shape[0]:
+                raise ConfigError(f"a text UNet takes token ids (B, L) as y, got {tuple(ids.shape)}")
+            tokens, mask, pooled = self.text(ids)
+            emb = emb + self.text_proj(pooled.to(emb.dtype))  # type: ignore[misc]
+            context = (tokens, mask)
         # SiLU is the first op of every block's embedding projection (iDDPM), so apply it once here.
-        emb = F.silu(self.embed(t, y, x.shape[0]))
+        emb = F.silu(emb)
 
         h = self.input_conv(x.contiguous(memory_format=self.memory_format))
         skips = [h]
         for block in self.down:
-            h = block(h, emb) if isinstance(block, _Stage) else block(h)
+            h = block(h, emb, context) if isinstance(block, _Stage) else block(h)
             skips.append(h)
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb)), emb)
+        h = self.mid_attn(self.mid_res1(h, emb))
+        if self.mid_cross is not None and context is not None:
+            h = self.mid_cross(h, *context)
+        h = self.mid_res2(h, emb)
         for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
         # Return a standard-layout tensor so callers can .view() it; the copy is negligible next to the net.
         return self.out_conv(F.silu(self.out_norm(h))).contiguous()

@@ -106,7 +106,8 @@ class OptimConfig:
     seed: int = 0
     mixed_precision: str = "no"  # one of MIXED_PRECISION (through HF Accelerate)
     class_conditional: bool = False
-    label_dropout: float = 0.1  # p_uncond for classifier-free guidance (Ho & Salimans 2022)
+    text_conditional: bool = False  # condition on the data's captions (a text encoder trained jointly, GLIDE)
+    label_dropout: float = 0.1  # p_uncond for classifier-free guidance (Ho & Salimans 2022): labels or captions
     log_every: int = 50
     sample_every: int = 1000
     checkpoint_every: int = 500

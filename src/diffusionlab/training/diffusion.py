@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..codecs import Codec, build_codec
 from ..data import ImageDataset, from_model_range, load_dataset
+from ..data.tokenizer import CaptionTokenizer
 from ..errors import ConfigError
 from ..models import build_network
 from ..processes import Process
@@ -28,9 +29,15 @@ from .determinism import derive_seed
 from .loop import INIT_KEY, StepContext
 
 
-def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, int], data: ImageDataset) -> None:
+TEXT_ENCODER_DEFAULTS = {"dim": 64, "layers": 2, "heads": 4}
+TOKENIZER_FILE = "text/tokenizer.json"  # a text run's tokenizer, kept in the run directory
+
+
+def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, int], data: ImageDataset,
+                      tokenizer: CaptionTokenizer | None = None) -> None:
     """Complete the `model` section: the network, its input size and channels (the codec's latent shape), its
-    output channels (the family's), its time convention (the family's `time_scale`) and the number of classes."""
+    output channels (the family's), its time convention (the family's `time_scale`), the number of classes and,
+    for a text run, the text encoder's vocabulary."""
     m = cfg.model
     channels, height, width = shape
     m.setdefault("network", "unet")
@@ -41,11 +48,18 @@ def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, i
     if process.time_scale != 1.0:
         m.setdefault("time_scale", process.time_scale)  # a value already in the config is kept
     if cfg.train.class_conditional:
+        if cfg.train.text_conditional:
+            raise ConfigError("train on class labels or on captions, not both (class_conditional, text_conditional)")
         if data.labels is None or not data.num_classes:
             raise ConfigError(f"class_conditional training needs labels, and dataset {data.name} has none")
         m["num_classes"] = data.num_classes
     else:
         m["num_classes"] = None
+    if tokenizer is not None:  # the text encoder's sizes: the user's (or GLIDE-like small defaults) + the vocabulary
+        m["text_encoder"] = {**TEXT_ENCODER_DEFAULTS, **(m.get("text_encoder") or {}),
+                             "vocab_size": tokenizer.vocab_size, "max_len": tokenizer.max_len}
+    elif m.get("text_encoder") is not None:
+        raise ConfigError("model.text_encoder sizes a text encoder: it needs train.text_conditional (--text-conditional)")
 
 
 class DiffusionTask:
@@ -62,9 +76,15 @@ class DiffusionTask:
         self.data = load_dataset(cfg.data.source, cfg.data.data_dir, cfg.data.split, cfg.data.image_size,
                                  cfg.data.channels)
         self.shape = self.codec.latent_shape(self.data.shape)
-        fill_model_config(cfg, self.process, self.shape, self.data)
+        self.tokenizer = self._tokenizer(cfg, run_dir, resume)
+        fill_model_config(cfg, self.process, self.shape, self.data, self.tokenizer)
         self.cfg, self.config = cfg, cfg.to_dict()
         self.files = self.codec.files()
+        self.caption_ids = self.null_caption = None
+        if self.tokenizer is not None:
+            self.files[TOKENIZER_FILE] = self.tokenizer.to_json().encode()
+            self.caption_ids = self.tokenizer.encode(self.data.captions)  # type: ignore[arg-type]
+            self.null_caption = self.tokenizer.encode([""])[0]  # caption dropout's target: the null condition
         t0 = time.perf_counter()
         self.encoded = self.codec.encode_dataset(self.data.images, cfg.data.hflip)  # the trainer encodes
         self.encode_seconds = time.perf_counter() - t0
@@ -84,6 +104,22 @@ class DiffusionTask:
         self.description = (f"{cfg.process.method} on {self.data.name} ({len(self.data)} images {self.data.shape})"
                             f"{space}")
 
+    def _tokenizer(self, cfg: RunConfig, run_dir: Path, resume: bool) -> CaptionTokenizer | None:
+        """A text run's tokenizer: fitted on the captions when the run starts, read from the run when it resumes."""
+        if not cfg.train.text_conditional:
+            return None
+        if self.data.captions is None:
+            raise ConfigError(f"text_conditional training needs captions, and dataset {self.data.name} has none "
+                              "(use digits-text, mnist-text, digits-pairs, mnist-pairs or a captioned image folder)")
+        if resume:
+            path = Path(run_dir) / TOKENIZER_FILE
+            try:
+                text = path.read_text()
+            except OSError:
+                raise ConfigError(f"--resume: {path} is missing (the run's tokenizer)") from None
+            return CaptionTokenizer.from_json(text, str(path))
+        return CaptionTokenizer.fit(self.data.captions)
+
     def step(self, ctx: StepContext) -> dict[str, Tensor]:
         """Algorithm 1, lines 2-5, for the global batch; this process computes its rows."""
         tc, g, mine, dev, B = self.cfg.train, ctx.generator, ctx.mine, ctx.device, self.cfg.train.batch_size
@@ -99,6 +135,9 @@ class DiffusionTask:
         x0 = self.encoded.batch(idx, flip[mine] if self.cfg.data.hflip else None,
                                 None if noise is None else noise[mine]).to(dev)
         y = None
+        if self.caption_ids is not None:  # captions dropped to the empty one with the same draws as labels
+            ids = self.caption_ids[idx]
+            y = torch.where(drop[mine].view(-1, 1), self.null_caption.expand_as(ids), ids).to(dev)  # type: ignore[union-attr]
         if self.null_label is not None:
             labels = self.data.labels[idx]  # type: ignore[index]
             y = torch.where(drop[mine], torch.full_like(labels, self.null_label), labels).to(dev)
@@ -127,18 +166,22 @@ class DiffusionTask:
 
     def preview(self, ema_weights: dict[str, Tensor], path: Path) -> Path:
         """The preview grid from the EMA weights, with the run's seed (so grids are comparable across steps)."""
-        return sample_grid(self.cfg, self.process, self.codec, ema_weights, self.shape, path)
+        y = None
+        if self.caption_ids is not None:  # the first captions of the data, the same at every step
+            n = self.cfg.sample.n
+            y = self.caption_ids[torch.arange(n) % len(self.caption_ids)]
+        return sample_grid(self.cfg, self.process, self.codec, ema_weights, self.shape, path, y)
 
 
 def sample_grid(cfg: RunConfig, process: Process, codec: Codec, weights: dict[str, Tensor],
-                shape: tuple[int, int, int], path: Path) -> Path:
-    """Draw cfg.sample.n images with `weights` and the training-time sampler settings, and save them as a grid."""
+                shape: tuple[int, int, int], path: Path, y: Tensor | None = None) -> Path:
+    """Draw cfg.sample.n images with `weights` and the training-time sampler settings (conditioned on `y`, or on
+    balanced classes for a class-conditional run), and save them as a grid."""
     preview = build_network(cfg.model)
     preview.load_state_dict(weights)
     preview.eval()
     s = cfg.sample
-    y = None
-    if cfg.model.get("num_classes"):
+    if y is None and cfg.model.get("num_classes"):
         y = torch.arange(s.n) % cfg.model["num_classes"]
     result = generate(process.denoiser(preview), process, shape, s.n, s.sampler, s.steps,
                       options=SamplerOptions(eta=s.eta, clip_x0=s.clip_x0), seed=cfg.train.seed, y=y,
@@ -146,4 +189,4 @@ def sample_grid(cfg: RunConfig, process: Process, codec: Codec, weights: dict[st
     return save_grid(from_model_range(result.images), path, nrow=int(math.ceil(math.sqrt(s.n))))
 
 
-__all__ = ["DiffusionTask", "fill_model_config", "sample_grid"]
+__all__ = ["TEXT_ENCODER_DEFAULTS", "TOKENIZER_FILE", "DiffusionTask", "fill_model_config", "sample_grid"]
