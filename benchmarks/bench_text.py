@@ -74,6 +74,9 @@ def main() -> None:
     p.add_argument("--write", action="store_true", help="publish the table into BENCHMARKS.md")
     args = p.parse_args()
     run = load_run(Path(args.run_dir))
+    if run.config.data.split != "train":
+        print(f"warning: the run trained on split {run.config.data.split!r}, which holds the test captions: they are "
+              "not held out (train with --split train)", file=sys.stderr)
     test = load_dataset("digits-text", split="test")
     captions = test.captions
     digits = np.array([caption_digit(c) for c in captions])
@@ -93,7 +96,8 @@ def main() -> None:
     cfg = run.config
     lines = [HEADING, "",
              f"Run `{args.run_dir}`: {cfg.train.steps} steps of {cfg.preset or 'a custom config'} on digits-text "
-             f"(text encoder {cfg.model['text_encoder']}), step {run.step}. {len(captions)} held-out test captions, "
+             f"split {cfg.data.split} (text encoder {cfg.model['text_encoder']}), step {run.step}. {len(captions)} "
+             f"{'held-out ' if cfg.data.split == 'train' else ''}test captions, "
              f"one sample each, DDIM {args.steps}, seed {args.seed}. Command: `python benchmarks/bench_text.py "
              f"{args.run_dir} --scales {args.scales} --steps {args.steps}`. Machine: {machine()}. "
              f"Date: {dt.date.today()}.", "",
