@@ -330,7 +330,7 @@ class _Run:
         plot_metrics(self.metrics_path, self.run_dir / "loss.png")
         return path
 
-    def recover(self, step: int, why: str) -> int:
+    def recover(self, step: int, why: str, bar: Any) -> int:
         """The divergence guard's last resort: go back to the newest checkpoint with the learning rate times
         rollback_lr_factor and return its step, or -- out of rollbacks, or with no checkpoint -- stop (exit 3)."""
         tc = self.tc
@@ -351,6 +351,8 @@ class _Run:
         self.say(f"step {step}: {why}; rolled back to step {ckpt.step} with the learning rate x{self.lr_scale:g} "
                  f"(rollback {self.rollbacks} of at most {tc.max_rollbacks})")
         self.event("rollback", step, why=why, to_step=ckpt.step, lr_scale=self.lr_scale)
+        bar.reset(total=tc.steps)  # the progress bar goes back with the run
+        bar.update(ckpt.step)
         return ckpt.step
 
     def _train(self) -> TrainResult:
@@ -419,9 +421,7 @@ class _Run:
                              f"(rollback after {tc.nonfinite_patience} in a row)")
                     self.event("nonfinite_step", step)
                 if in_a_row >= tc.nonfinite_patience:
-                    step = self.recover(step, f"{in_a_row} non-finite steps in a row")
-                    bar.reset(total=tc.steps)
-                    bar.update(step)
+                    step = self.recover(step, f"{in_a_row} non-finite steps in a row", bar)
                     in_a_row, sums, loss_n, log_t, log_step = 0, {}, 0, time.perf_counter(), step
                     continue
             else:
@@ -477,9 +477,7 @@ class _Run:
                         last_ckpt = self.save(step, last_loss, elapsed)
                     accelerator.wait_for_everyone()
                 except NonFiniteError as e:  # never write a diverged state: go back to a good one (or stop)
-                    step = self.recover(step, str(e))
-                    bar.reset(total=tc.steps)
-                    bar.update(step)
+                    step = self.recover(step, str(e), bar)
                     in_a_row, sums, loss_n, log_t, log_step = 0, {}, 0, time.perf_counter(), step
                     continue
             if interrupted:
