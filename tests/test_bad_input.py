@@ -287,6 +287,12 @@ CASES: list[Case] = [
     ("train-grid-steps-absurd", lambda e: _train(e, "--grid-steps", BIG)),
     ("train-out-under-file", lambda e: ["train", "--preset", "digits", "--out", e.p("somefile.txt") + "/run"]),
     ("train-resume-seed", lambda e: ["train", "--resume", "--out", e.r("run"), "--seed", "3"]),
+    ("train-text-no-captions", lambda e: _train(e, "--text-encoder", "minilm", "--dataset", "digits")),
+    ("train-text-and-classes", lambda e: _train(e, "--text-conditional", "--class-conditional", "--dataset",
+                                                 "digits-text")),
+    ("train-text-encoder-unknown", lambda e: _train(e, "--text-encoder", "clip", "--dataset", "digits-text")),
+    ("eval-prompt-unconditional", lambda e: ["evaluate", e.r("run"), "--fid", "--prompt", "a 3"]),
+    ("eval-guidance-nll", lambda e: ["evaluate", e.r("run"), "--nll", "--guidance-scale", "2"]),
     # --- datasets ---------------------------------------------------------------------------------------------
     ("data-npz-empty", lambda e: _train(e, "--dataset", e.p("empty.npz"))),
     ("data-npz-zero-bytes", lambda e: _train(e, "--dataset", e.p("zero.npz"))),
@@ -433,6 +439,11 @@ CASES: list[Case] = [
 
 # A piece of each case's one line: the field, flag or file it names, or what it says is wrong.
 NEEDLES: dict[str, str] = {
+    'train-text-no-captions': 'needs captions',
+    'train-text-and-classes': 'not both',
+    'train-text-encoder-unknown': "invalid choice: 'clip'",
+    'eval-prompt-unconditional': '--prompt needs a text run',
+    'eval-guidance-nll': 'nothing is sampled',
     'cfg-batch_size-str': 'train.batch_size must',
     'cfg-batch_size-bool': 'train.batch_size must',
     'cfg-batch_size-float': 'train.batch_size must',

@@ -120,3 +120,43 @@ def test_train_sample_with_prompts_and_resume_bit_exactly_with_the_text_encoder(
     (full / "text" / "tokenizer.json").write_text("{")
     bad = run_cli("sample", str(full), "--n", "2", "--prompt", "a 3", "--out", str(tmp_path / "c.npz"))
     assert bad.returncode == 2 and "tokenizer.json is damaged" in bad.stderr
+
+
+def test_evaluate_a_text_run_on_the_split_captions_and_the_bound_given_the_caption(tmp_path: Path):
+    """`evaluate --fid` of a text run draws one sample per caption of the evaluated split (the zero-shot FID protocol
+    of GLIDE and LDM), with --guidance-scale: it scores exactly the images `sample --prompt-file` draws from those
+    captions. `--nll` is the bound of log p(x | caption) and says so."""
+    from diffusionlab.data import load_dataset
+
+    env = {"DIFFUSIONLAB_CACHE": str(tmp_path / "cache")}
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(deep_update(TINY, {"model": {"text_encoder": {"dim": 16, "layers": 1, "heads": 2}}})))
+    run = tmp_path / "run"
+    proc = run_cli("train", "--config", str(cfg), "--dataset", "digits-text", "--text-conditional", "--steps", "4",
+                   "--out", str(run), env=env)
+    assert proc.returncode == 0, proc.stderr
+    n, common = 40, ["--sampler", "ddim", "--steps", "2", "--seed", "3", "--guidance-scale", "2"]
+    first = run_cli("evaluate", str(run), "--fid", "--n", str(n), *common, "--json", str(tmp_path / "a.json"),
+                    env=env)
+    assert first.returncode == 0, first.stderr
+    assert "prompts: the test split's captions, guidance scale 2" in first.stdout
+    captions = load_dataset("digits-text", split="test").captions[:n]
+    (tmp_path / "prompts.txt").write_text("\n".join(captions) + "\n")
+    out = tmp_path / "s.npz"
+    proc = run_cli("sample", str(run), "--n", str(n), *common, "--prompt-file", str(tmp_path / "prompts.txt"),
+                   "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    second = run_cli("evaluate", str(run), "--fid", "--samples", str(out), "--seed", "3", "--json",
+                     str(tmp_path / "b.json"), env=env)
+    assert second.returncode == 0, second.stderr
+    a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
+    assert a["sampling"]["guidance_scale"] == 2 and "captions" in a["sampling"]["prompts"]
+    for key in ("fid", "kid_mean", "precision", "recall"):
+        assert a["quality"][key] == pytest.approx(b["quality"][key], rel=1e-9, abs=1e-12), key
+    nll = run_cli("evaluate", str(run), "--nll", "--nll-n", "8", "--nll-steps", "4", "--json",
+                  str(tmp_path / "n.json"), env=env)
+    assert nll.returncode == 0, nll.stderr
+    report = json.loads((tmp_path / "n.json").read_text())["nll"]
+    assert report["text_conditional"] and not report["class_conditional"] and report["bits_per_dim"] > 0
+    bad = run_cli("evaluate", str(run), "--nll", "--guidance-scale", "2", env=env)
+    assert bad.returncode == 2 and "nothing is sampled" in bad.stderr

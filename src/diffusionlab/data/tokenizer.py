@@ -21,11 +21,15 @@ SPECIAL = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3
 
 
 class CaptionTokenizer:
-    """Captions -> (ids (B, L) int64, mask (B, L) bool), with the special tokens at fixed ids."""
+    """Captions -> token ids (B, L) int64: [BOS] words [EOS] [PAD]..., with the special tokens at fixed ids.
 
-    def __init__(self, tokenizer: Tokenizer, max_len: int):
-        self.tokenizer, self.max_len = tokenizer, int(max_len)
-        self.pad_id, self.unk_id, self.bos_id, self.eos_id = (tokenizer.token_to_id(t) for t in SPECIAL)
+    `specials` names the tokenizer's own (pad, unknown, begin, end) tokens: ours by default; a pretrained encoder's
+    tokenizer brings its own (BERT's [PAD] [UNK] [CLS] [SEP], models/pretrained_text.py).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_len: int, specials: tuple[str, str, str, str] = SPECIAL):
+        self.tokenizer, self.max_len, self.specials = tokenizer, int(max_len), tuple(specials)
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = (tokenizer.token_to_id(t) for t in self.specials)
 
     @staticmethod
     def fit(captions: Iterable[str], max_len: int | None = None) -> "CaptionTokenizer":
@@ -37,8 +41,7 @@ class CaptionTokenizer:
         tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
         tok.train_from_iterator(captions, trainers.WordLevelTrainer(special_tokens=list(SPECIAL), min_frequency=1))
-        longest = max(len(tok.encode(c).ids) for c in captions) + 2
-        return CaptionTokenizer(tok, max_len or longest)
+        return CaptionTokenizer(tok, max_len or longest_caption(tok, captions))
 
     @property
     def vocab_size(self) -> int:
@@ -50,14 +53,14 @@ class CaptionTokenizer:
         return [w for w, _ in self.tokenizer.pre_tokenizer.pre_tokenize_str(self.tokenizer.normalizer.normalize_str(caption))]
 
     def unknown_words(self, caption: str) -> list[str]:
-        """Words of `caption` outside the vocabulary (they would all read as [UNK])."""
-        vocab = self.tokenizer.get_vocab()
-        return [w for w in self.words(caption) if w not in vocab]
+        """Words of `caption` the vocabulary cannot spell (they read as [UNK], wholly or in part)."""
+        return [w for w in self.words(caption)
+                if self.unk_id in self.tokenizer.encode(w, add_special_tokens=False).ids]
 
     def encode(self, captions: list[str]) -> torch.Tensor:
         """Token ids (B, max_len): [BOS] words [EOS] [PAD]...; a caption longer than max_len is a ConfigError."""
         ids = torch.full((len(captions), self.max_len), self.pad_id, dtype=torch.long)
-        for i, enc in enumerate(self.tokenizer.encode_batch(captions)):
+        for i, enc in enumerate(self.tokenizer.encode_batch(captions, add_special_tokens=False)):
             row = [self.bos_id, *enc.ids, self.eos_id]
             if len(row) > self.max_len:
                 raise ConfigError(f"caption {captions[i][:60]!r} has {len(row) - 2} words; this model reads at most "
@@ -73,7 +76,8 @@ class CaptionTokenizer:
         """The tokenizer and max_len as one JSON document (saved with the run)."""
         import json
 
-        return json.dumps({"max_len": self.max_len, "tokenizer": json.loads(self.tokenizer.to_str())})
+        return json.dumps({"max_len": self.max_len, "specials": list(self.specials),
+                           "tokenizer": json.loads(self.tokenizer.to_str())})
 
     @staticmethod
     def from_json(text: str, where: str = "tokenizer") -> "CaptionTokenizer":
@@ -83,12 +87,20 @@ class CaptionTokenizer:
         try:
             d = json.loads(text)
             tok = Tokenizer.from_str(json.dumps(d["tokenizer"]))
-            out = CaptionTokenizer(tok, int(d["max_len"]))
+            specials = tuple(d.get("specials", SPECIAL))
+            if len(specials) != 4 or not all(isinstance(t, str) for t in specials):
+                raise ValueError(f"specials must name 4 tokens, got {specials!r}")
+            out = CaptionTokenizer(tok, int(d["max_len"]), specials)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError, Exception) as e:  # tokenizers raises its own Exception type
             raise DataError(f"{where} is damaged ({str(e).splitlines()[0][:100]})") from None
         if None in (out.pad_id, out.unk_id, out.bos_id, out.eos_id) or out.max_len < 2:
-            raise DataError(f"{where} lacks the special tokens {', '.join(SPECIAL)}")
+            raise DataError(f"{where} lacks the special tokens {', '.join(out.specials)}")
         return out
 
 
-__all__ = ["BOS", "EOS", "PAD", "SPECIAL", "UNK", "CaptionTokenizer"]
+def longest_caption(tokenizer: Tokenizer, captions: list[str]) -> int:
+    """The length of the longest caption in tokens, plus [BOS] and [EOS]: the smallest max_len that reads them all."""
+    return max(len(e.ids) for e in tokenizer.encode_batch(captions, add_special_tokens=False)) + 2
+
+
+__all__ = ["BOS", "EOS", "PAD", "SPECIAL", "UNK", "CaptionTokenizer", "longest_caption"]

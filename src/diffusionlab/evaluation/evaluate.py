@@ -27,7 +27,8 @@ def load_split(data: DataConfig, split: str) -> ImageDataset:
 
 
 def nll_images(run: LoadedRun, split: str, n: int, seed: int) -> tuple[ImageDataset, torch.Tensor, torch.Tensor | None]:
-    """A fixed, seeded subset of n images of a split (and their labels for a class-conditional model)."""
+    """A fixed, seeded subset of n images of a split (and their labels for a class-conditional model, their captions'
+    token ids for a text model: the bound of log p(x | caption))."""
     data = load_split(run.config.data, split)
     if data.shape != run.image_shape:
         raise DataError(f"split {split} has images {data.shape}, the model makes {run.image_shape}")
@@ -37,12 +38,17 @@ def nll_images(run: LoadedRun, split: str, n: int, seed: int) -> tuple[ImageData
         if data.labels is None:
             raise DataError(f"the model is class-conditional and split {split} has no labels")
         y = data.labels[idx]
+    if run.tokenizer is not None:
+        if data.captions is None:
+            raise DataError(f"the model is text-conditional and split {split} has no captions")
+        y = run.tokenizer.encode([data.captions[int(i)] for i in idx])
     return data, data.images[idx], y
 
 
 def _describe(run: LoadedRun, data: ImageDataset, split: str, y: torch.Tensor | None) -> dict[str, Any]:
     return {"dataset": data.name, "split": split, "trained_on_split": run.config.data.split,
-            "checkpoint_step": run.step, "class_conditional": y is not None}
+            "checkpoint_step": run.step, "class_conditional": y is not None and y.ndim == 1,
+            "text_conditional": y is not None and y.ndim == 2}
 
 
 def nll_report(run: LoadedRun, *, split: str = "test", n: int = 256, steps: int | None = None, spacing: str = "uniform",

@@ -21,15 +21,20 @@ PAD_ID = 0  # data/tokenizer.py puts [PAD] first
 NULL_CAPTION = (2, 3, PAD_ID)  # the empty caption: [BOS] [EOS], then [PAD]s (tokenizer ids 2, 3, 0; tested)
 
 
+KINDS = ("joint", "minilm")  # trained with the UNet (GLIDE) | frozen and pretrained (models/pretrained_text.py)
+
+
 @dataclass
 class TextEncoderConfig:
-    """Sizes of `TextEncoder`; vocab_size and max_len come from the run's tokenizer."""
+    """Which text encoder and its sizes; vocab_size and max_len come from the run's tokenizer."""
 
     vocab_size: int
     max_len: int
     dim: int = 64
     layers: int = 2
     heads: int = 4
+    kind: str = "joint"
+    weights_sha256: str | None = None  # a frozen encoder's weights, recorded so other weights are refused
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "dim", "layers", "heads"):
@@ -38,6 +43,15 @@ class TextEncoderConfig:
                 raise ConfigError(f"text_encoder.{name} must be a whole number >= 1, got {value!r}")
         if self.dim % self.heads:
             raise ConfigError(f"text_encoder.heads = {self.heads} does not divide dim = {self.dim}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"text_encoder.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "minilm":
+            from .pretrained_text import DIM, HEADS, LAYERS, VOCAB
+
+            fixed = {"dim": DIM, "layers": LAYERS, "heads": HEADS, "vocab_size": VOCAB}
+            wrong = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
+            if wrong:
+                raise ConfigError(f"the pretrained minilm encoder has fixed sizes {fixed}; the config sets {wrong}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields."""
@@ -47,9 +61,12 @@ class TextEncoderConfig:
 class TextEncoder(nn.Module):
     """ids (B, L) -> (tokens (B, L, dim), mask (B, L) True at real tokens, pooled (B, dim))."""
 
+    pad_id, null_ids = PAD_ID, NULL_CAPTION[:2]
+
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         c = self.config = config
+        self.dim = c.dim
         self.token_emb = nn.Embedding(c.vocab_size, c.dim)
         self.pos_emb = nn.Parameter(torch.randn(c.max_len, c.dim) * 0.02)
         layer = nn.TransformerEncoderLayer(c.dim, c.heads, 4 * c.dim, dropout=0.0, activation="gelu",
@@ -72,4 +89,15 @@ class TextEncoder(nn.Module):
         return h, mask, pooled
 
 
-__all__ = ["NULL_CAPTION", "PAD_ID", "TextEncoder", "TextEncoderConfig"]
+def build_text_encoder(config: dict[str, Any]) -> Any:
+    """The encoder a `model.text_encoder` section names: a TextEncoder (trained, part of the network's parameters)
+    or the shared FrozenTextEncoder (pretrained; its weights live in the installed package, not in the run)."""
+    c = TextEncoderConfig(**config)
+    if c.kind == "minilm":
+        from .pretrained_text import frozen_text_encoder
+
+        return frozen_text_encoder(config)
+    return TextEncoder(c)
+
+
+__all__ = ["KINDS", "NULL_CAPTION", "PAD_ID", "TextEncoder", "TextEncoderConfig", "build_text_encoder"]

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .config import SizedConfig, resnet_parameters
 from .layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, Upsample, group_norm,
                      timestep_embedding, zero_)
-from .text_encoder import NULL_CAPTION, TextEncoder, TextEncoderConfig
+from .text_encoder import TextEncoderConfig, build_text_encoder
 
 
 def preferred_memory_format() -> torch.memory_format:
@@ -181,9 +181,10 @@ class UNet(nn.Module):
         # Class embedding added to the time embedding (Nichol & Dhariwal 2021; Dhariwal & Nichol 2021).
         # Row num_classes is the NULL label used for classifier-free guidance (Ho & Salimans 2022).
         self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes is not None else None
-        # Text: GLIDE's jointly trained transformer; its pooled embedding is projected onto the time embedding.
-        self.text = TextEncoder(TextEncoderConfig(**c.text_encoder)) if c.text_encoder is not None else None
-        text_dim = self.text.config.dim if self.text is not None else 0
+        # Text: GLIDE's jointly trained transformer (a submodule) or a frozen pretrained encoder (shared, outside the
+        # parameters); its pooled embedding is projected onto the time embedding.
+        self.text = build_text_encoder(c.text_encoder) if c.text_encoder is not None else None
+        text_dim = self.text.dim if self.text is not None else 0
         self.text_proj = nn.Linear(text_dim, emb_dim) if self.text is not None else None
 
         def cross(channels: int, size: int | None) -> CrossAttentionBlock | None:
@@ -260,9 +261,10 @@ class UNet(nn.Module):
         return emb + self.label_emb(y.to(emb.device))
 
     def null_caption(self, batch: int, device: torch.device) -> Tensor:
-        """Token ids of the empty caption, [BOS] [EOS] [PAD]... (data/tokenizer.py's fixed special ids)."""
-        ids = torch.full((batch, self.text.config.max_len), NULL_CAPTION[-1], dtype=torch.long, device=device)  # type: ignore[union-attr]
-        ids[:, :2] = torch.tensor(NULL_CAPTION[:2], device=device)
+        """Token ids of the empty caption, [BOS] [EOS] [PAD]... (the text encoder's own special ids)."""
+        ids = torch.full((batch, self.config.text_encoder["max_len"]), self.text.pad_id, dtype=torch.long,  # type: ignore
+                         device=device)
+        ids[:, :2] = torch.tensor(self.text.null_ids, device=device)  # type: ignore[union-attr]
         return ids
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:

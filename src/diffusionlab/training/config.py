@@ -125,6 +125,8 @@ class OptimConfig:
         v.check_instance(self, "train", OPTIM_RANGES, {"mixed_precision": MIXED_PRECISION})
         if self.steps is None and self.minutes is None:
             raise ConfigError("give a budget: steps or minutes")
+        if self.class_conditional and self.text_conditional:
+            raise ConfigError("train on class labels or on captions, not both (class_conditional, text_conditional)")
 
 
 # The range of every number in the `train` section (checked with its type by validation.check_fields).
@@ -199,6 +201,12 @@ class RunConfig:
         self.data.validate()
         self.train.validate()
         self.sample.validate()
+        if self.train.text_conditional:
+            from ..data.registry import CAPTIONED, DATASETS
+
+            if self.data.source in DATASETS and self.data.source not in (*CAPTIONED, "folder"):
+                raise ConfigError(f"text_conditional training needs captions, and dataset {self.data.source} has none "
+                                  f"(use {', '.join(CAPTIONED)} or a captioned image folder)")
         check_section(self.codec)
         check_model(self.model)
         process = self.process.build()

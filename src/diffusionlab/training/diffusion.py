@@ -56,8 +56,15 @@ def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, i
     else:
         m["num_classes"] = None
     if tokenizer is not None:  # the text encoder's sizes: the user's (or GLIDE-like small defaults) + the vocabulary
-        m["text_encoder"] = {**TEXT_ENCODER_DEFAULTS, **(m.get("text_encoder") or {}),
-                             "vocab_size": tokenizer.vocab_size, "max_len": tokenizer.max_len}
+        te = dict(m.get("text_encoder") or {})
+        if te.get("kind") == "minilm":  # frozen: its sizes and the SHA-256 of the installed weights
+            from ..models.pretrained_text import check_weights, pretrained_fields
+
+            check_weights(te.get("weights_sha256"))  # a resumed run refuses other weights
+            te.update(pretrained_fields())
+        else:
+            te = {**TEXT_ENCODER_DEFAULTS, **te}
+        m["text_encoder"] = {**te, "vocab_size": tokenizer.vocab_size, "max_len": tokenizer.max_len}
     elif m.get("text_encoder") is not None:
         raise ConfigError("model.text_encoder sizes a text encoder: it needs train.text_conditional (--text-conditional)")
 
@@ -96,6 +103,14 @@ class DiffusionTask:
         self.model = build_network(cfg.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tc.adam_betas,
                                            weight_decay=tc.weight_decay)
+        self.text_seconds = 0.0
+        if hasattr(getattr(self.model, "text", None), "precompute"):  # a frozen encoder: each caption once, now
+            t0 = time.perf_counter()
+            n = self.model.text.precompute(torch.cat([self.caption_ids, self.null_caption[None]]))  # type: ignore
+            self.text_seconds = time.perf_counter() - t0
+            if accelerator.is_main_process:
+                print(f"encoded {n} distinct captions with the frozen text encoder in {self.text_seconds:.1f} s",
+                      flush=True)
         self.extra: dict[str, Any] = {}
         self.base_lr = {"model": tc.lr}
         self.num_examples = len(self.data)
@@ -118,6 +133,10 @@ class DiffusionTask:
             except OSError:
                 raise ConfigError(f"--resume: {path} is missing (the run's tokenizer)") from None
             return CaptionTokenizer.from_json(text, str(path))
+        if (cfg.model.get("text_encoder") or {}).get("kind") == "minilm":
+            from ..models.pretrained_text import minilm_tokenizer
+
+            return minilm_tokenizer(self.data.captions)  # the pretrained encoder's own WordPiece vocabulary
         return CaptionTokenizer.fit(self.data.captions)
 
     def step(self, ctx: StepContext) -> dict[str, Tensor]:
@@ -155,6 +174,8 @@ class DiffusionTask:
         """The importance sampler's loss history (iDDPM), when there is one; the time the codec took to encode the
         training set (outside the loop's elapsed time: part of the run's compute all the same)."""
         state: dict[str, Any] = {"codec_encode_seconds": round(self.encode_seconds, 3)}
+        if self.text_seconds:
+            state["text_encode_seconds"] = round(self.text_seconds, 3)
         if self.t_sampler is not None:
             state["timestep_sampler"] = self.t_sampler.state_dict()
         return state
