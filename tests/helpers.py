@@ -49,3 +49,23 @@ def record_training_conditions(monkeypatch) -> list:
 
     monkeypatch.setattr(task_module, "build_network", recording_build)
     return seen
+
+
+def train_straight_and_resumed(common: list[str], full: Path, split: Path, steps: int = 6) -> subprocess.CompletedProcess:
+    """Train `steps` steps in one go (into `full`) and in two halves with --resume (into `split`); assert that the
+    final model, EMA and optimizer tensors are identical, bit for bit. Returns the straight run's process."""
+    import torch
+    from safetensors.torch import load_file
+
+    straight = run_cli("train", *common, "--steps", str(steps), "--out", str(full))
+    assert straight.returncode == 0, straight.stderr
+    half = run_cli("train", *common, "--steps", str(steps // 2), "--out", str(split))
+    assert half.returncode == 0, half.stderr
+    resumed = run_cli("train", "--resume", "--steps", str(steps), "--out", str(split))
+    assert resumed.returncode == 0, resumed.stderr
+    last = f"step_{steps:08d}"
+    for name in ("model", "ema", "optimizer"):
+        a = load_file(str(full / "checkpoints" / last / f"{name}.safetensors"))
+        b = load_file(str(split / "checkpoints" / last / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    return straight

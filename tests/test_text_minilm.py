@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from diffusionlab.errors import CheckpointError, ConfigError
 from diffusionlab.training.config import deep_update
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, train_straight_and_resumed
 
 CAPTIONS = ["a thick 7 leaning right", "7, bold, leaning right", "the digit four, written thin", "a small upright 3"]
 
@@ -98,17 +98,9 @@ def test_train_with_minilm_then_sample_with_prompts_and_resume_bit_exactly(tmp_p
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(deep_update(TINY, {"train": {"checkpoint_every": 3}})))
     common = ["--config", str(cfg), "--dataset", "digits-text", "--text-encoder", "minilm"]
-    full, split = tmp_path / "full", tmp_path / "split"
-    proc = run_cli("train", *common, "--steps", "6", "--out", str(full))
-    assert proc.returncode == 0, proc.stderr
+    full = tmp_path / "full"
+    proc = train_straight_and_resumed(common, full, tmp_path / "split")
     assert "distinct captions with the frozen text encoder" in proc.stdout
-    assert run_cli("train", *common, "--steps", "3", "--out", str(split)).returncode == 0
-    resumed = run_cli("train", "--resume", "--steps", "6", "--out", str(split))
-    assert resumed.returncode == 0, resumed.stderr
-    for name in ("model", "ema", "optimizer"):
-        a = load_file(str(full / "checkpoints" / "step_00000006" / f"{name}.safetensors"))
-        b = load_file(str(split / "checkpoints" / "step_00000006" / f"{name}.safetensors"))
-        assert all(torch.equal(a[k], b[k]) for k in a), name
     model = load_file(str(full / "checkpoints" / "step_00000006" / "model.safetensors"))
     assert not any(k.startswith("text.") for k in model)  # frozen: the 22.7M weights stay in the package
     assert any(k.startswith("text_proj.") for k in model)

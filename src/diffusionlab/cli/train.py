@@ -25,6 +25,10 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--num-res-blocks", "model", "num_res_blocks", positive_int, "residual blocks per level"),
     ("--attention-resolutions", "model", "attention_resolutions", int_list, "feature-map sizes with self-attention, e.g. 7"),
     ("--dropout", "model", "dropout", float, "dropout rate in residual blocks"),
+    ("--network", "model", "network", str, "unet (the default) or dit (a diffusion transformer, Peebles & Xie 2023)"),
+    ("--patch-size", "model", "patch_size", positive_int, "DiT: patch size p (it must divide the image or latent size)"),
+    ("--depth", "model", "depth", positive_int, "DiT: number of transformer blocks"),
+    ("--width", "model", "width", positive_int, "DiT: token width"),
     ("--batch-size", "train", "batch_size", positive_int, "global batch size"),
     ("--lr", "train", "lr", positive_float, "peak learning rate (AdamW)"),
     ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay"),
@@ -175,7 +179,9 @@ def add_parser(sub: Any) -> None:
     for flag, name, parse, choices, hlp in process_flags():
         t.add_argument(flag, dest=f"process_{_dest(flag)}", type=parse, choices=choices, default=None, help=hlp,
                        metavar=None if choices else name.upper())
-    choices = {"--mixed-precision": MIXED_PRECISION, "--grid-sampler": SAMPLER_NAMES}
+    from ..models import NETWORKS
+
+    choices = {"--mixed-precision": MIXED_PRECISION, "--grid-sampler": SAMPLER_NAMES, "--network": tuple(NETWORKS)}
     for flag, _, _, typ, hlp in OVERRIDES:
         t.add_argument(flag, type=typ, default=None, choices=choices.get(flag), help=hlp)
 

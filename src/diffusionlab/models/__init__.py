@@ -7,17 +7,20 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import ConfigError
+from .config import SizedConfig
+from .dit import DiT, DiTConfig
 from .unet import UNet, UNetConfig
 
 # name -> builder(model section without "network") -> module called as net(x, t, y=None). A run's `model` section
 # names its network ("network": "unet"; sections written before the key existed are UNets).
 NETWORKS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "unet": lambda cfg: UNet(UNetConfig.from_dict(cfg)),
+    "dit": lambda cfg: DiT(DiTConfig.from_dict(cfg)),  # Peebles & Xie 2023 (models/dit.py)
 }
 
 
 # name -> the config class of that network (its fields, types and ranges; the typed check of a `model` section).
-NETWORK_CONFIGS: dict[str, type[UNetConfig]] = {"unet": UNetConfig}
+NETWORK_CONFIGS: dict[str, type[SizedConfig]] = {"unet": UNetConfig, "dit": DiTConfig}
 
 
 def check_section(model_cfg: dict[str, Any]) -> None:
@@ -49,4 +52,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NETWORKS", "NETWORK_CONFIGS", "UNet", "UNetConfig", "build_network", "check_section", "count_parameters"]
+__all__ = ["NETWORKS", "NETWORK_CONFIGS", "DiT", "DiTConfig", "UNet", "UNetConfig", "build_network", "check_section", "count_parameters"]

@@ -326,10 +326,15 @@ def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def merge_config(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     """`layer` (a config file, the command line) merged over `base`; a layer that changes the process's method
-    starts that section afresh, because a family's settings mean nothing to another family."""
+    starts that section afresh, because a family's settings mean nothing to another family; likewise a layer that
+    changes the network starts the model section afresh (a UNet's sizes mean nothing to a DiT)."""
     new_method = (layer.get("process") or {}).get("method")
     if new_method is not None and new_method != (base.get("process") or {}).get("method", "ddpm"):
         base = {**base, "process": {}}
+    model = layer.get("model")
+    new_network = model.get("network") if isinstance(model, dict) else None
+    if new_network is not None and new_network != (base.get("model") or {}).get("network", "unet"):
+        base = {**base, "model": {}}
     return deep_update(base, layer)
 
 
