@@ -168,29 +168,26 @@ def main() -> None:
              f"{'' if extractor is None else f'; FID extractor: {extractor.name}'}. Command: `python "
              f"benchmarks/bench_text.py {args.run_dir} --scales {args.scales} --steps {args.steps} --n {args.n}`. "
              f"Machine: {machine()}. Date: {dt.date.today()}.", ""]
-    fid_cols = "" if extractor is None else " FID | real floor |"
-    fid_sep = "" if extractor is None else "---|---|"
     if pairs:
-        lines += [f"| guidance scale S | both halves right | left half | right half | both, \"X on the left and Y on "
-                  f"the right\" | both, \"Y on the right, X on the left\" | both, \"on the left X, on the right Y\" |"
-                  f"{fid_cols} s |", f"|---|---|---|---|---|---|---|{fid_sep}---|"]
-        for r in rows:
-            fid = "" if extractor is None else f" {r['fid']:.2f} | {r['fid_floor']:.2f} |"
-            lines.append(f"| {r['scale']:g} | {r['both']:.1%} | {r['left']:.1%} | {r['right']:.1%} | "
-                         f"{r['both_left_first']:.0%} | {r['both_right_first']:.0%} | {r['both_position_first']:.0%} |"
-                         f"{fid} {r['seconds']:.0f} |")
-        lines += ["", "Chance: 1% for both halves, 10% for each half. A model that drew the two named digits in the "
-                      "order they are named would score about 100% / 0% / 100% on the three phrasings."]
+        columns = [("both halves right", "both", ".1%"), ("left half", "left", ".1%"), ("right half", "right", ".1%"),
+                   ('both, "X on the left and Y on the right"', "both_left_first", ".0%"),
+                   ('both, "Y on the right, X on the left"', "both_right_first", ".0%"),
+                   ('both, "on the left X, on the right Y"', "both_position_first", ".0%")]
+        chance = ("Chance: 1% for both halves, 10% for each half. A model that drew the two named digits in the order "
+                  "they are named would score about 100% / 0% / 100% on the three phrasings.")
     else:
-        lines += [f"| guidance scale S | digit accuracy | thick | thin | leaning right | leaning left |{fid_cols} s |",
-                  f"|---|---|---|---|---|---|{fid_sep}---|"]
-        for r in rows:
-            fid = "" if extractor is None else f" {r['fid']:.2f} | {r['fid_floor']:.2f} |"
-            lines.append(f"| {r['scale']:g} | {r['digit_accuracy']:.1%} | {r.get('thick', 0):.0%} | "
-                         f"{r.get('thin', 0):.0%} | {r.get('right', 0):.0%} | {r.get('left', 0):.0%} |{fid} "
-                         f"{r['seconds']:.0f} |")
-        lines += ["", "Chance: 10% for the digit, 50% for each attribute column (the fraction of samples on the "
-                      "asked side of the real class median)."]
+        columns = [("digit accuracy", "digit_accuracy", ".1%"), ("thick", "thick", ".0%"), ("thin", "thin", ".0%"),
+                   ("leaning right", "right", ".0%"), ("leaning left", "left", ".0%")]
+        chance = ("Chance: 10% for the digit, 50% for each attribute column (the fraction of samples on the asked side "
+                  "of the real class median).")
+    if extractor is not None:
+        columns += [("FID", "fid", ".2f"), ("real floor", "fid_floor", ".2f")]
+    columns.append(("s", "seconds", ".0f"))
+    lines += ["| guidance scale S | " + " | ".join(name for name, _, _ in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append(f"| {r['scale']:g} | " + " | ".join(format(r.get(key, 0), spec) for _, key, spec in columns) + " |")
+    lines += ["", chance]
     tag = "" if te.get("kind") != "minilm" else " minilm"
     tag += "" if run.codec.pixel_space else " latent"
     publish(heading(source + tag), "\n".join(lines), args.write)

@@ -117,7 +117,6 @@ def evaluate_autoencoder(args: argparse.Namespace, target: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`diffusionlab evaluate`."""
-
     from ..evaluation.digits import load_samples
     from ..evaluation.evaluate import (build_extractor, load_split, nll_report, npz_to_images, ode_nll_report,
                                       quality_with_floor)
