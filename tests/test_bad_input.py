@@ -293,6 +293,25 @@ CASES: list[Case] = [
     ("train-text-encoder-unknown", lambda e: _train(e, "--text-encoder", "clip", "--dataset", "digits-text")),
     ("eval-prompt-unconditional", lambda e: ["evaluate", e.r("run"), "--fid", "--prompt", "a 3"]),
     ("eval-guidance-nll", lambda e: ["evaluate", e.r("run"), "--nll", "--guidance-scale", "2"]),
+    # --- super-resolution and cascades ---------------------------------------------------------------------------
+    ("train-sr-factor-3", lambda e: _train(e, "--task", "superres", "--factor", "3")),
+    ("train-sr-no-factor", lambda e: _train(e, "--task", "superres")),
+    ("train-sr-factor-divides", lambda e: _train(e, "--task", "superres", "--factor", "4", "--image-size", "10")),
+    ("train-sr-task-unknown", lambda e: _train(e, "--task", "inpaint")),
+    ("train-sr-factor-without-task", lambda e: _train(e, "--factor", "2")),
+    ("train-sr-aug-nan", lambda e: _train(e, "--task", "superres", "--factor", "2", "--aug-max", "nan")),
+    ("train-sr-aug-1", lambda e: _train(e, "--task", "superres", "--factor", "2", "--aug-max", "1")),
+    ("train-sr-class", lambda e: _train(e, "--task", "superres", "--factor", "2", "--class-conditional")),
+    ("upsample-wrong-size", lambda e: ["upsample", e.r("sr"), "--images", e.p("ok.npz"), "--out", e.new(".npz")]),
+    ("upsample-not-superres", lambda e: ["upsample", e.r("run"), "--images", e.p("ok.npz")]),
+    ("upsample-aug-level", lambda e: ["upsample", e.r("sr"), "--images", e.p("lowres.npz"), "--aug-level", "1"]),
+    ("upsample-missing", lambda e: ["upsample", e.r("sr"), "--images", e.p("nothing.npz")]),
+    ("sample-superres-alone", lambda e: _sample(e, run="sr")),
+    ("sample-then-wrong-size", lambda e: _sample_out(e, "--then", e.r("sr"))),
+    ("sample-then-not-superres", lambda e: _sample_out(e, "--then", e.r("run"))),
+    ("sample-aug-without-then", lambda e: _sample_out(e, "--aug-level", "0.1")),
+    ("eval-superres-nll", lambda e: ["evaluate", e.r("sr"), "--nll"]),
+    ("eval-aug-level-plain-run", lambda e: ["evaluate", e.r("run"), "--fid", "--aug-level", "0.1"]),
     # --- datasets ---------------------------------------------------------------------------------------------
     ("data-npz-empty", lambda e: _train(e, "--dataset", e.p("empty.npz"))),
     ("data-npz-zero-bytes", lambda e: _train(e, "--dataset", e.p("zero.npz"))),
@@ -439,6 +458,24 @@ CASES: list[Case] = [
 
 # A piece of each case's one line: the field, flag or file it names, or what it says is wrong.
 NEEDLES: dict[str, str] = {
+    'train-sr-factor-3': 'task.factor must be one of 2, 4',
+    'train-sr-no-factor': 'task.factor must be one of 2, 4',
+    'train-sr-factor-divides': 'factor 4 does not divide the image size 10x10',
+    'train-sr-task-unknown': "invalid choice: 'inpaint'",
+    'train-sr-factor-without-task': "need task.kind 'superres'",
+    'train-sr-aug-nan': 'task.aug_max',
+    'train-sr-aug-1': 'task.aug_max',
+    'train-sr-class': 'conditioned on the low-resolution image only',
+    'upsample-wrong-size': 'is 1x8x8 (CxHxW), this upsampler takes 1x4x4',
+    'upsample-not-superres': 'does not upsample',
+    'upsample-aug-level': '--aug-level must be in [0, 1)',
+    'upsample-missing': 'not found',
+    'sample-superres-alone': 'is a super-resolution run',
+    'sample-then-wrong-size': 'the base run draws 1x8x8 images and the upsampler',
+    'sample-then-not-superres': 'does not upsample',
+    'sample-aug-without-then': '--aug-level sets the upsampler of a cascade',
+    'eval-superres-nll': '--nll is not computed for a super-resolution run',
+    'eval-aug-level-plain-run': '--aug-level sets the condition of a super-resolution run',
     'train-text-no-captions': 'needs captions',
     'train-text-and-classes': 'not both',
     'train-text-encoder-unknown': "invalid choice: 'clip'",
@@ -731,6 +768,7 @@ def make_inputs(e: Env) -> None:
     d.mkdir(parents=True)
     u8 = rng.integers(0, 256, (24, 8, 8), dtype=np.uint8)
     (d / "ok.npz").write_bytes(_npz_bytes(images=u8))
+    (d / "lowres.npz").write_bytes(_npz_bytes(images=u8[:, :4, :4].copy()))  # what the 8x8 upsampler takes
     (d / "evaluated.npz").write_bytes(_npz_bytes(images=u8))
     (d / "evaluated.eval.json").write_text("{}")
     (d / "float01.npz").write_bytes(_npz_bytes(images=(u8 / 255.0).astype(np.float32)))
@@ -816,6 +854,8 @@ def build_env(root: Path, trained: Path | None = None) -> Env:
         shutil.copytree(trained, run)
     else:
         assert main([*TINY_RUN, "--out", str(run)]) == 0
+    # An upsampler of the same size (8x8 from 4x4), for the super-resolution cases.
+    assert main([*TINY_RUN, "--task", "superres", "--factor", "2", "--out", str(root / "runs" / "sr")]) == 0
     e = Env(root, run)
     make_inputs(e)
     make_tampered_runs(e)

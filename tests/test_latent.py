@@ -329,3 +329,20 @@ def test_perceptual_term_from_the_domain_network(tmp_path: Path) -> None:
     train_autoencoder(ae_config(4, perceptual_weight=1.0), tmp_path / "ae-p", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "ae-p" / "metrics.jsonl").read_text().splitlines()]
     assert np.isfinite(rows[-1]["loss"])
+
+
+def test_an_upsampler_trains_and_upsamples_in_latent_space(ae_run: Path, tmp_path: Path) -> None:
+    """--task superres with --latent: the model lives on the autoencoder's 2x4x4 latents of the 8x8 image, its network
+    sees the 4x4 low-resolution image beside them, and `upsample` decodes 8x8 pixels."""
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_LDM))
+    out = tmp_path / "up"
+    assert main(["train", "--preset", "digits-sr", "--latent", str(ae_run), "--config", str(tmp_path / "tiny.json"),
+                 "--steps", "4", "--out", str(out), "--progress", "lines"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["codec"]["kind"] == "autoencoder" and cfg["model"]["in_channels"] == 2
+    assert cfg["model"]["lowres"] == {"image_size": 4, "channels": 1} and cfg["task"]["kind"] == "superres"
+    small = np.random.default_rng(0).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "small.npz", images=small)
+    assert main(["upsample", str(out), "--images", str(tmp_path / "small.npz"), "--steps", "3",
+                 "--out", str(tmp_path / "big.npz")]) == 0
+    assert np.load(tmp_path / "big.npz")["images"].shape == (3, 8, 8)

@@ -44,11 +44,24 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def load_images(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
-    """uint8 images (N, C, H, W) from `path`; they must have the model's (C, H, W)."""
+def _read_folder(path: Path, channels: int) -> np.ndarray:
+    """The pictures of a folder (sorted by name) stacked as (N, H, W[, C]); they must share one size."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURES and p.is_file())
+    if not files:
+        raise ConfigError(f"image folder {path} holds no pictures ({', '.join(PICTURES)})")
+    arrays = [_read_array(f, "image", channels) for f in files]
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise ConfigError(f"the pictures in {path} differ in size ({', '.join(sorted(_fmt(s) for s in sizes)[:3])}); "
+                          "give images of one size")
+    return np.stack(arrays)
+
+
+def load_images(path: str | Path, shape: tuple[int, int, int], role: str = "the model makes") -> Tensor:
+    """uint8 images (N, C, H, W) from a file or a folder of pictures; they must have the (C, H, W) `role` names."""
     path = Path(path)
     c, h, w = shape
-    arr = _read_array(path, "image", c)
+    arr = _read_folder(path, c) if path.is_dir() else _read_array(path, "image", c)
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[:2] == (h, w)):
         arr = arr[None]  # one image
     try:
@@ -56,9 +69,9 @@ def load_images(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
     except DataError as e:
         raise ConfigError(str(e)) from None
     if arr.shape[1] != c and arr.shape[1] == 3 and c == 1:
-        raise ConfigError(f"image {path} is RGB, the model makes grayscale images")
+        raise ConfigError(f"image {path} is RGB, {role} grayscale images")
     if tuple(arr.shape[1:]) != shape:
-        raise ConfigError(f"image {path} is {_fmt(arr.shape[1:])} (CxHxW), the model makes {_fmt(shape)}")
+        raise ConfigError(f"image {path} is {_fmt(arr.shape[1:])} (CxHxW), {role} {_fmt(shape)}")
     return torch.from_numpy(np.array(arr))  # a writable copy
 
 

@@ -18,6 +18,7 @@ from .denoiser import Denoiser
 from .errors import CheckpointError, ConfigError
 from .models import build_network
 from .processes import Process
+from .superres import SuperResolution
 from .training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from .training.config import AutoencoderRunConfig, RunConfig
 
@@ -157,6 +158,17 @@ class LoadedRun:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images this run generates (after decoding)."""
         return self.codec.image_shape(self.model_shape)
+
+    @property
+    def superres(self) -> SuperResolution | None:
+        """The super-resolution task of an upsampler (None for a model that draws from noise)."""
+        return SuperResolution.from_config(self.config.task)
+
+    @property
+    def lowres_shape(self) -> tuple[int, int, int] | None:
+        """(C, h, w) of the low-resolution images an upsampler takes (None for other runs)."""
+        sr = self.superres
+        return None if sr is None else sr.lowres_shape(self.image_shape)
 
 
 def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True) -> LoadedRun:

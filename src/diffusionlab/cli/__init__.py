@@ -1,7 +1,8 @@
 """The `diffusionlab` command line: one module per command group, the shared argument groups in args.py.
 
   train.py      train, train-autoencoder
-  sample.py     sample
+  sample.py     sample (and the cascade: sample BASE --then UPSAMPLER)
+  upsample.py   upsample (super-resolution runs)
   evaluate.py   evaluate, classify
   guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
 
@@ -19,11 +20,11 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
 from ..errors import DiffusionLabError, TrainingInterrupted
-from . import evaluate, guidance, sample, train
+from . import evaluate, guidance, sample, train, upsample
 from .train import config_for_train
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": train.run, "train-autoencoder": train.run_autoencoder, "sample": sample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
+    "train": train.run, "train-autoencoder": train.run_autoencoder, "sample": sample.run, "upsample": upsample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
     "train-classifier": guidance.cmd_train_classifier, "inpaint": guidance.cmd_inpaint, "edit": guidance.cmd_edit,
 }
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     train.add_autoencoder_parser(sub)
     sample.add_parser(sub)
+    upsample.add_parser(sub)
     evaluate.add_parsers(sub)
     guidance.add_parsers(sub)
     return p

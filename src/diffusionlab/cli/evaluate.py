@@ -15,6 +15,7 @@ from ..errors import ConfigError, DataError
 from .args import (add_guidance_flags, add_sampler_options, check_sampling_memory, positive_int, sampler_and_steps,
                    sampler_options, seed)
 from .outputs import add_overwrite_flag, check_output_file
+from .upsample import add_aug_level
 
 
 LATENT_NOTE = ("in LATENT space: bits per latent dimension of the density of z = E(x), a continuous bound that is "
@@ -47,6 +48,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--samples", metavar="FILE.npz", help="evaluate these samples instead of generating new ones")
     add_sampler_options(e)
     add_guidance_flags(e)  # --fid of a conditional run: which classes or prompts, and the guidance scale
+    add_aug_level(e)  # --fid of a super-resolution run
     e.add_argument("--extractor", choices=EXTRACTORS, default="auto",
                    help="features: a domain classifier trained on the data, or Inception-v3 (needs its weights)")
     e.add_argument("--inception-weights", metavar="FILE", help="pt_inception-2015-12-05-6726825d.pth or a .safetensors copy")
@@ -115,6 +117,49 @@ def evaluate_autoencoder(args: argparse.Namespace, target: Path) -> int:
     return 0
 
 
+def evaluate_upsampler(args: argparse.Namespace, run: Any, target: Path, options: Any) -> int:
+    """`evaluate UPSAMPLER_RUN --fid`: PSNR, SSIM and FID of the test split restored from its degraded copies, beside
+    bicubic interpolation and the real-data floor (evaluation/superres.py)."""
+    from ..atomic import atomic_write_text
+    from ..evaluation.evaluate import build_extractor, load_split
+    from ..evaluation.superres import superres_report
+    from .upsample import aug_level
+
+    if args.nll:
+        raise ConfigError("--nll is not computed for a super-resolution run (its likelihood is conditional on the "
+                          "low-resolution image); use --fid (PSNR, SSIM and FID against bicubic)")
+    if args.samples or args.class_id is not None or args.prompt or args.prompt_file or args.guidance_scale is not None:
+        raise ConfigError("a super-resolution run is evaluated on the degraded test split: drop --samples, --class, "
+                          "--prompt and --guidance-scale")
+    if args.json:
+        check_output_file(Path(args.json), "--json", args.overwrite, make_parents=True)
+    level = aug_level(args, run)
+    sampler, steps = sampler_and_steps(args, run.process)
+    check_sampling_memory(args.n, run)
+    data = run.config.data if args.data_dir is None else dataclasses.replace(run.config.data, data_dir=args.data_dir)
+    train, test = load_split(data, "train"), load_split(data, args.split)
+    extractor = build_extractor(args.extractor, train, test, inception_weights=args.inception_weights,
+                                download=args.download_inception, progress=True)
+    r = superres_report(run, train, test, extractor, n=args.n, sampler=sampler, steps=steps, level=level,
+                        seed=args.seed, options=options, batch_size=args.batch_size, progress=True)
+    lowres = "x".join(map(str, run.lowres_shape[1:]))
+    print(f"x{r['factor']} super-resolution of {r['n']} {args.split} images ({lowres} -> "
+          f"{'x'.join(map(str, run.image_shape[1:]))}), {sampler} {steps} steps (NFE {r['nfe']}), aug level "
+          f"{level:g}, {r['seconds_per_image'] * 1000:.1f} ms per image (step {run.step} "
+          f"{'raw' if args.no_ema else 'EMA'} weights)")
+    for name in ("model", "bicubic"):
+        f, q = r[name], r[name]["quality"]
+        print(f"  {name:8s} PSNR {f['psnr_mean']:.2f} dB (median {f['psnr_median']:.2f}) | SSIM {f['ssim_mean']:.4f} "
+              f"| {_fmt_quality(q)}")
+    floor = r["model"]["quality"]["floor"]
+    print(f"  real-data floor (train vs {args.split}): FID {floor['fid']:.3f}")
+    print(f"  [extractor: {r['model']['quality']['extractor']}; SSIM window {r['ssim_window']}]")
+    out = Path(args.json) if args.json else target / "eval" / f"eval-step{run.step}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_text(out, json.dumps({"target": str(target), "superres": r}, indent=1, default=float))
+    print(f"report: {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """`diffusionlab evaluate`."""
     from ..evaluation.digits import load_samples
@@ -155,6 +200,11 @@ def run(args: argparse.Namespace) -> int:
         from ..runs import load_run
 
         run = load_run(target, Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
+        if run.superres is not None:
+            return evaluate_upsampler(args, run, target, options)
+    if args.aug_level is not None:
+        raise ConfigError("--aug-level sets the condition of a super-resolution run; this is not one")
+    if not is_npz:
         data_cfg = run.config.data
         if args.nll and not args.ode and args.nll_steps is not None and run.process.T is not None \
                 and args.nll_steps > run.process.T:

@@ -29,6 +29,13 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--patch-size", "model", "patch_size", positive_int, "DiT: patch size p (it must divide the image or latent size)"),
     ("--depth", "model", "depth", positive_int, "DiT: number of transformer blocks"),
     ("--width", "model", "width", positive_int, "DiT: token width"),
+    ("--task", "task", "kind", str, "generate (images from noise, the default) or superres (high-resolution images "
+                                   "given low-resolution ones: SR3, cascaded diffusion)"),
+    ("--factor", "task", "factor", positive_int, "superres: downsampling factor r, 2 or 4 (it must divide the image size)"),
+    ("--blur", "task", "blur", float, "superres: std in pixels of the Gaussian blur before downsampling (default 0)"),
+    ("--aug-max", "task", "aug_max", float, "superres: training augments the condition at levels s ~ U[0, A] "
+                                             "(CDM's Gaussian conditioning augmentation; default 0)"),
+    ("--aug-level", "task", "aug_level", float, "superres: the level s used when sampling (default 0)"),
     ("--batch-size", "train", "batch_size", positive_int, "global batch size"),
     ("--lr", "train", "lr", positive_float, "peak learning rate (AdamW)"),
     ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay"),
@@ -181,7 +188,10 @@ def add_parser(sub: Any) -> None:
                        metavar=None if choices else name.upper())
     from ..models import NETWORKS
 
-    choices = {"--mixed-precision": MIXED_PRECISION, "--grid-sampler": SAMPLER_NAMES, "--network": tuple(NETWORKS)}
+    from ..training.config import TASKS
+
+    choices = {"--mixed-precision": MIXED_PRECISION, "--grid-sampler": SAMPLER_NAMES, "--network": tuple(NETWORKS),
+               "--task": TASKS}
     for flag, _, _, typ, hlp in OVERRIDES:
         t.add_argument(flag, type=typ, default=None, choices=choices.get(flag), help=hlp)
 

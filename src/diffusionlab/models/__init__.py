@@ -9,6 +9,7 @@ from torch import nn
 from ..errors import ConfigError
 from .config import SizedConfig
 from .dit import DiT, DiTConfig
+from .lowres import LowResConditioned, LowResConfig
 from .unet import UNet, UNetConfig
 
 # name -> builder(model section without "network") -> module called as net(x, t, y=None). A run's `model` section
@@ -35,15 +36,22 @@ def check_section(model_cfg: dict[str, Any]) -> None:
     if not isinstance(name, str) or name not in NETWORK_CONFIGS:
         raise ConfigError(f"unknown network {show(name)}{suggest(str(name), NETWORK_CONFIGS)}; choose from "
                           f"{', '.join(NETWORK_CONFIGS)}")
+    lowres = cfg.pop("lowres", None)
+    if lowres is not None:
+        LowResConfig.from_dict(lowres)
     NETWORK_CONFIGS[name].check_dict(cfg, "model")
 
 
 def build_network(model_cfg: dict[str, Any]) -> nn.Module:
-    """The network a config's `model` section describes (one-line ConfigError for an unknown name or field)."""
+    """The network a config's `model` section describes (one-line ConfigError for an unknown name or field); with a
+    `lowres` subsection, that network conditioned on a low-resolution image by concatenation (models/lowres.py)."""
     cfg = dict(model_cfg)
     name = cfg.pop("network", "unet")
     if not isinstance(name, str) or name not in NETWORKS:
         raise ConfigError(f"unknown network {name!r}; choose from {', '.join(NETWORKS)}")
+    lowres = cfg.pop("lowres", None)
+    if lowres is not None:
+        return LowResConditioned(NETWORKS[name], cfg, LowResConfig.from_dict(lowres))
     return NETWORKS[name](cfg)
 
 
@@ -52,4 +60,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NETWORKS", "NETWORK_CONFIGS", "DiT", "DiTConfig", "UNet", "UNetConfig", "build_network", "check_section", "count_parameters"]
+__all__ = ["NETWORKS", "NETWORK_CONFIGS", "DiT", "DiTConfig", "LowResConditioned", "LowResConfig", "UNet", "UNetConfig", "build_network", "check_section", "count_parameters"]

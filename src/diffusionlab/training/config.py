@@ -157,6 +157,34 @@ class SampleConfig:
                                           "n": v.at_least(1)}, {"sampler": SAMPLER_NAMES})
 
 
+TASKS = ("generate", "superres")
+
+
+@dataclass
+class TaskConfig:
+    """What the model makes: images from noise (`generate`), or high-resolution images given low-resolution ones
+    (`superres`: SR3 / cascaded diffusion, superres.py; the other fields are its settings)."""
+
+    kind: str = "generate"
+    factor: int | None = None  # superres: the downsampling factor r (2 or 4); it must divide the image size
+    blur: float = 0.0  # superres: std (high-resolution pixels) of the Gaussian blur before downsampling
+    aug_max: float = 0.0  # superres: training draws the condition's augmentation level s ~ U[0, aug_max]
+    aug_level: float = 0.0  # superres: the level s used when sampling (the default of --aug-level)
+
+    def validate(self) -> None:
+        """One-line ConfigErrors: the kind, the factor (2 or 4, and only for superres), the ranges."""
+        from ..superres import FACTORS
+
+        v.check_instance(self, "task", {"blur": v.at_least(0), "aug_max": v.Range(0, 1, hi_open=True),
+                                        "aug_level": v.Range(0, 1, hi_open=True)}, {"kind": TASKS})
+        if self.kind == "superres" and self.factor not in FACTORS:
+            raise ConfigError(f"task.factor must be one of {', '.join(map(str, FACTORS))} for super-resolution, got "
+                              f"{v.show(self.factor)}")
+        if self.kind != "superres" and (self.factor is not None or self.blur or self.aug_max or self.aug_level):
+            raise ConfigError("task.factor, blur, aug_max and aug_level are super-resolution settings: they need "
+                              "task.kind 'superres' (--task superres)")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run."""
@@ -168,6 +196,7 @@ class RunConfig:
     codec: dict[str, Any] = field(default_factory=lambda: {"kind": "pixel"})  # codecs.build_codec: pixels or latents
     train: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -179,7 +208,7 @@ class RunConfig:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "RunConfig":
         """Parse and validate a dict (unknown keys are an error: a typo must not be silently ignored)."""
-        sections = {"data": DataConfig, "train": OptimConfig, "sample": SampleConfig}
+        sections = {"data": DataConfig, "train": OptimConfig, "sample": SampleConfig, "task": TaskConfig}
         _sections(d, [*sections, "preset", "model", "process", "codec"], ("model", "process", "codec"))
         kwargs: dict[str, Any] = {"preset": d.get("preset"), "model": dict(d.get("model") or {}),
                                   "process": ProcessConfig.from_dict(d.get("process") or {}),
@@ -201,6 +230,13 @@ class RunConfig:
         self.data.validate()
         self.train.validate()
         self.sample.validate()
+        self.task.validate()
+        if self.task.kind == "superres" and (self.train.class_conditional or self.train.text_conditional):
+            raise ConfigError("a super-resolution model is conditioned on the low-resolution image only: condition "
+                              "the cascade's base model on classes or captions, not the upsampler")
+        size, factor = self.data.image_size, self.task.factor
+        if self.task.kind == "superres" and size and size % factor:  # other sizes are checked when the data loads
+            raise ConfigError(f"super-resolution factor {factor} does not divide the image size {size}x{size}")
         if self.train.text_conditional:
             from ..data.registry import CAPTIONED, DATASETS
 

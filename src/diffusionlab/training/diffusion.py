@@ -16,13 +16,14 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor
 
-from ..codecs import Codec, build_codec
+from ..codecs import Codec, PixelData, build_codec
 from ..data import ImageDataset, from_model_range, load_dataset
 from ..data.tokenizer import CaptionTokenizer
 from ..errors import ConfigError
 from ..models import build_network
 from ..processes import Process
 from ..sampling import SamplerOptions, generate
+from ..superres import SuperResolution, augment, condition, degrade
 from ..viz import save_grid
 from .config import RunConfig
 from .determinism import derive_seed
@@ -34,11 +35,16 @@ TOKENIZER_FILE = "text/tokenizer.json"  # a text run's tokenizer, kept in the ru
 
 
 def fill_model_config(cfg: RunConfig, process: Process, shape: tuple[int, int, int], data: ImageDataset,
-                      tokenizer: CaptionTokenizer | None = None) -> None:
+                      tokenizer: CaptionTokenizer | None = None, superres: SuperResolution | None = None) -> None:
     """Complete the `model` section: the network, its input size and channels (the codec's latent shape), its
-    output channels (the family's), its time convention (the family's `time_scale`), the number of classes and,
-    for a text run, the text encoder's vocabulary."""
+    output channels (the family's), its time convention (the family's `time_scale`), the number of classes, for a
+    text run the text encoder's vocabulary, and for super-resolution the shape of the low-resolution condition."""
     m = cfg.model
+    if superres is not None:
+        c, h, w = superres.lowres_shape(data.shape)
+        m["lowres"] = {"image_size": h if h == w else [h, w], "channels": c}
+    elif "lowres" in m:
+        raise ConfigError("model.lowres is the condition of a super-resolution model: it needs task.kind 'superres'")
     channels, height, width = shape
     m.setdefault("network", "unet")
     m["image_size"] = height if height == width else [height, width]
@@ -84,7 +90,8 @@ class DiffusionTask:
                                  cfg.data.channels)
         self.shape = self.codec.latent_shape(self.data.shape)
         self.tokenizer = self._tokenizer(cfg, run_dir, resume)
-        fill_model_config(cfg, self.process, self.shape, self.data, self.tokenizer)
+        self.superres = SuperResolution.from_config(cfg.task)
+        fill_model_config(cfg, self.process, self.shape, self.data, self.tokenizer, self.superres)
         self.cfg, self.config = cfg, cfg.to_dict()
         self.files = self.codec.files()
         self.caption_ids = self.null_caption = None
@@ -116,8 +123,10 @@ class DiffusionTask:
         self.num_examples = len(self.data)
         self.null_label = self.data.num_classes if tc.class_conditional else None
         space = "" if self.codec.kind == "pixel" else f" in {self.codec.kind} space {self.shape}"
+        task = "" if self.superres is None else (f", x{self.superres.factor} super-resolution from "
+                                                 f"{'x'.join(map(str, self.superres.lowres_shape(self.data.shape)))}")
         self.description = (f"{cfg.process.method} on {self.data.name} ({len(self.data)} images {self.data.shape})"
-                            f"{space}")
+                            f"{space}{task}")
 
     def _tokenizer(self, cfg: RunConfig, run_dir: Path, resume: bool) -> CaptionTokenizer | None:
         """A text run's tokenizer: fitted on the captions when the run starts, read from the run when it resumes."""
@@ -160,6 +169,11 @@ class DiffusionTask:
         if self.null_label is not None:
             labels = self.data.labels[idx]  # type: ignore[index]
             y = torch.where(drop[mine], torch.full_like(labels, self.null_label), labels).to(dev)
+        if self.superres is not None:  # the condition: this batch's pixels degraded, then augmented at s ~ U[0, s_max]
+            c, h, w = self.superres.lowres_shape(self.data.shape)
+            level, aug_noise = torch.rand(B, generator=g), torch.randn((B, c, h, w), generator=g)
+            pixels = PixelData(self.data.images).batch(idx, flip[mine] if self.cfg.data.hflip else None)
+            y = self.superres.training_condition(pixels, level[mine], aug_noise[mine]).to(dev)
         with ctx.autocast():
             # Line 5: gradient step on || target - net(alpha_t x0 + sigma_t eps, t) ||^2 (the family's loss)
             per_example = self.process.loss(self.model, x0, t[mine].to(dev), eps[mine].to(dev), y)
@@ -187,10 +201,14 @@ class DiffusionTask:
 
     def preview(self, ema_weights: dict[str, Tensor], path: Path) -> Path:
         """The preview grid from the EMA weights, with the run's seed (so grids are comparable across steps)."""
-        y = None
+        y, n = None, self.cfg.sample.n
         if self.caption_ids is not None:  # the first captions of the data, the same at every step
-            n = self.cfg.sample.n
             y = self.caption_ids[torch.arange(n) % len(self.caption_ids)]
+        if self.superres is not None:  # the first images of the data, degraded (no augmentation noise at level 0)
+            pixels = PixelData(self.data.images).batch(torch.arange(n) % len(self.data), None)
+            lowres = degrade(pixels, self.superres.factor, self.superres.blur)
+            s = torch.full((n,), self.superres.aug_level)
+            y = condition(augment(lowres, s, torch.randn(lowres.shape, generator=torch.Generator().manual_seed(0))), s)
         return sample_grid(self.cfg, self.process, self.codec, ema_weights, self.shape, path, y)
 
 

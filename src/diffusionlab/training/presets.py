@@ -107,8 +107,22 @@ PRESETS["mnist-text"] = {
     "data": {"source": "mnist-text", "split": "train"},
     "train": {**PRESETS["mnist-ldm"]["train"], "steps": 8000, "text_conditional": True},
 }
+# Super-resolution and cascades (issue 16; SR3, Saharia et al. 2021; CDM, Ho et al. 2022): the upsampler is the
+# mnist recipe on 28x28 images, its network also given the low-resolution image (models/lowres.py); training degrades
+# each image on the fly and augments the condition at s ~ U[0, 0.2] (CDM's Gaussian conditioning augmentation).
+# mnist14 is a cascade's base: the mnist recipe on 14x14 images (resized as superres.degrade resizes, so the base
+# draws what the x2 upsampler was trained to take).
+_SUPERRES = {"kind": "superres", "aug_max": 0.2, "aug_level": 0.0}
+PRESETS["mnist-sr2"] = {**PRESETS["mnist"], "task": {**_SUPERRES, "factor": 2}}
+PRESETS["mnist-sr4"] = {**PRESETS["mnist"], "task": {**_SUPERRES, "factor": 4}}
+PRESETS["mnist14"] = {**PRESETS["mnist"], "data": {"source": "mnist", "split": "train", "image_size": 14},
+                      "model": {**PRESETS["mnist"]["model"], "channel_mult": [1, 2], "attention_resolutions": [7]}}
+PRESETS["mnist-sr2-ldm"] = {**PRESETS["mnist-ldm"], "task": {**_SUPERRES, "factor": 2}}
+PRESETS["digits-sr"] = {**PRESETS["digits"], "data": {"source": "digits", "split": "train"},
+                        "task": {**_SUPERRES, "factor": 2}}
+
 # The preset `--latent` switches a pixel preset to.
-LATENT_PRESETS = {"digits": "digits-ldm", "mnist": "mnist-ldm"}
+LATENT_PRESETS = {"digits": "digits-ldm", "mnist": "mnist-ldm", "mnist-sr2": "mnist-sr2-ldm"}
 
 # KL autoencoders (`train-autoencoder`; Rombach et al. 2022, appendix G), the first stage of the -ldm presets.
 # Adam with betas (0.5, 0.9) and no gradient clipping, as LDM trains its first stage: the loss sums L1 over pixels.
