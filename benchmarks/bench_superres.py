@@ -57,7 +57,7 @@ def train_minutes(run_dir: Path) -> dict:
     state = load_checkpoint(run.checkpoint, with_optimizer=False).state
     return {"run": run_dir.name, "step": state["step"], "params": count_parameters(run.net),
             "minutes": (state["elapsed_seconds"] + state.get("codec_encode_seconds", 0.0)) / 60,
-            "space": run.codec.kind}
+            "space": run.codec.kind, "side": run.image_shape[-1]}
 
 
 def restoration(run_dir: Path, args: argparse.Namespace) -> dict:
@@ -163,8 +163,33 @@ def single(run_dir: Path, args: argparse.Namespace) -> dict:
     return row
 
 
+def figure(runs: list[Path], args: argparse.Namespace, k: int = 10) -> Path:
+    """docs/superres_mnist.png: for each upsampler, rows of k test digits -- bicubic from the low-resolution image,
+    the model's sample, the original."""
+    import dataclasses
+
+    from diffusionlab.data import from_model_range, to_model_range
+    from diffusionlab.evaluation.evaluate import load_split
+    from diffusionlab.runs import load_run
+    from diffusionlab.superres import bicubic_upsample, degrade, upsample
+    from diffusionlab.viz import save_grid
+
+    rows = []
+    for run_dir in runs:
+        run = load_run(run_dir)
+        data = dataclasses.replace(run.config.data, data_dir=args.data_dir or run.config.data.data_dir)
+        images = load_split(data, "test").images[:k]
+        lowres = degrade(to_model_range(images), run.superres.factor)
+        res = upsample(run.denoiser, run.process, run.model_shape, lowres, args.up_sampler, args.up_steps,
+                       seed=args.seed, codec=run.codec)
+        rows += [from_model_range(bicubic_upsample(lowres, run.superres.factor)), from_model_range(res.images), images]
+    path = Path(__file__).resolve().parents[1] / "docs" / "superres_mnist.png"
+    return save_grid(torch.cat(rows), path, nrow=k)
+
+
 def report(args: argparse.Namespace) -> None:
     restored = [restoration(r, args) for r in args.sr]
+    figure(args.sr, args)
     cascades = [cascade(args.base, args.up, level, args) for level in args.levels]
     one = single(args.single, args)
     q0 = restored[0]["model"]["quality"]
@@ -177,14 +202,16 @@ def report(args: argparse.Namespace) -> None:
              f"The first {args.n} test images, degraded as in training (anti-aliased bicubic, no blur), restored by one "
              f"sample of the upsampler ({args.up_sampler}, {args.up_steps} steps, augmentation level 0) and by bicubic "
              "interpolation. PSNR on 8-bit pixels; SSIM by pytorch-msssim (window 11).", "",
+             f"![bicubic, model, original; for {', '.join(r.name for r in args.sr)} in turn](docs/superres_mnist.png)", "",
              "| upsampler | space | training | params | method | PSNR (dB) | SSIM | FID | precision | recall | ms/image |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in restored:
-        low = 28 // r["factor"]
+        side = r["side"]
+        low = side // r["factor"]
         for name in ("model", "bicubic"):
             f, q = r[name], r[name]["quality"]
             ms = f"{r['seconds_per_image'] * 1e3:.1f}" if name == "model" else "-"
-            label = f"{r['run']} (x{r['factor']}, {low}x{low} -> 28x28)" if name == "model" else ""
+            label = f"{r['run']} (x{r['factor']}, {low}x{low} -> {side}x{side})" if name == "model" else ""
             train = f"{r['minutes']:.1f} min, {r['step']} steps" if name == "model" else ""
             params = f"{r['params'] / 1e6:.2f}M" if name == "model" else ""
             lines.append(f"| {label} | {r['space'] if name == 'model' else ''} | {train} | {params} | {name} | "
@@ -193,13 +220,13 @@ def report(args: argparse.Namespace) -> None:
     b = cascades[0]["base"]
     u = cascades[0]["up"]
     total = b["minutes"] + u["minutes"]
-    lines += ["", "### A cascade against a single 28x28 model at an equal training budget", "",
-              f"Cascade: {b['run']} ({b['step']} steps, {b['minutes']:.1f} min, FID {b['fid']:.2f} at 14x14 against the "
-              f"14x14 test split) then {u['run']} ({u['step']} steps, {u['minutes']:.1f} min): {total:.1f} min in all. "
+    lines += ["", f"### A cascade against a single {u['side']}x{u['side']} model at an equal training budget", "",
+              f"Cascade: {b['run']} ({b['step']} steps, {b['minutes']:.1f} min, FID {b['fid']:.2f} against the test split "
+              f"at its {b['side']}x{b['side']}) then {u['run']} ({u['step']} steps, {u['minutes']:.1f} min): {total:.1f} min in all. "
               f"Single: {one['run']} ({one['step']} steps, {one['minutes']:.1f} min). Base and single: {args.sampler} "
               f"{args.steps} steps; upsampler: {args.up_sampler} {args.up_steps} steps; {args.n} samples each.", "",
-              "| model | training | FID (28x28) | precision | recall | sampling ms/image |", "|---|---|---|---|---|---|",
-              f"| single 28x28 ({one['run']}) | {one['minutes']:.1f} min | {one['fid']:.2f} | {one['precision']:.3f} | "
+              f"| model | training | FID ({u['side']}x{u['side']}) | precision | recall | sampling ms/image |", "|---|---|---|---|---|---|",
+              f"| single {one['side']}x{one['side']} ({one['run']}) | {one['minutes']:.1f} min | {one['fid']:.2f} | {one['precision']:.3f} | "
               f"{one['recall']:.3f} | {one['seconds_per_image'] * 1e3:.1f} |"]
     for c in cascades:
         ms = (c["base"]["seconds_per_image"] + c["up_seconds_per_image"]) * 1e3
@@ -228,7 +255,6 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--write", action="store_true")
     args = p.parse_args()
-    torch.set_grad_enabled(False)
     report(args)
 
 

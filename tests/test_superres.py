@@ -187,24 +187,26 @@ SR_TINY = ["--preset", "digits-sr", "--base-channels", "16", "--channel-mult", "
 
 @pytest.mark.slow
 def test_a_tiny_cascade_through_the_cli(tmp_path: Path):
-    """A 4x4 base, an x2 upsampler to 8x8 (digits-sr), then sample --then, upsample and evaluate --fid. The cascade's
+    """A class-conditional 4x4 base, an x2 upsampler to 8x8 (digits-sr), then sample --then (classes in turn, guided),
+    upsample and evaluate --fid. The cascade's
     outputs follow their inputs (degraded again, each is far closer to its own base sample than to another's), and
     the upsampler restores held-out test digits better than bicubic interpolation by SSIM and FID. (Not by PSNR: one
     sample of the posterior is not its mean, which is what PSNR rewards; SR3 reports the same.)"""
     base, up = tmp_path / "base", tmp_path / "up"
     p = run_cli("train", "--preset", "digits", "--image-size", "4", "--channel-mult", "1", "--steps", "40",
-                "--out", str(base), "--grid-n", "4", "--grid-steps", "3", "--progress", "lines")
+                "--class-conditional", "--out", str(base), "--grid-n", "4", "--grid-steps", "3", "--progress", "lines")
     assert p.returncode == 0, p.stderr
     p = run_cli("train", *SR_TINY, "--steps", "400", "--out", str(up), "--lr", "3e-3")
     assert p.returncode == 0, p.stderr
     cfg = json.loads((up / "config.json").read_text())
-    assert cfg["task"] == {"kind": "superres", "factor": 2, "blur": 0.0, "aug_max": 0.2, "aug_level": 0.0}
+    assert cfg["task"] == {"kind": "superres", "factor": 2, "blur": 0.0, "aug_max": 0.2, "aug_level": 0.1}
     assert cfg["model"]["lowres"] == {"image_size": 4, "channels": 1}
 
     out = tmp_path / "cascade.npz"
-    p = run_cli("sample", str(base), "--n", "6", "--steps", "5", "--then", str(up), "--then-steps", "5",
-                "--aug-level", "0.1", "--out", str(out))
+    p = run_cli("sample", str(base), "--n", "6", "--steps", "5", "--class", "all", "--guidance-scale", "2",
+                "--then", str(up), "--then-steps", "5", "--aug-level", "0.1", "--out", str(out))
     assert p.returncode == 0, p.stderr
+    assert "guidance" in p.stdout
     high = np.load(out)["images"]
     low = np.load(tmp_path / "cascade-base.npz")["images"]
     assert high.shape == (6, 8, 8) and low.shape == (6, 4, 4) and high.dtype == np.uint8
