@@ -71,6 +71,7 @@ FORBIDDEN = {
     "diffusionlab.sampling": ("diffusionlab.runs", "diffusionlab.cli", "diffusionlab.evaluation"),
     # training may use the domain feature network (the autoencoder's perceptual term), not the evaluation commands
     "diffusionlab.training": ("diffusionlab.runs", "diffusionlab.cli", "diffusionlab.evaluation.evaluate"),
+    "diffusionlab.baselines": ("diffusionlab.runs", "diffusionlab.cli", "diffusionlab.evaluation.evaluate"),
     "diffusionlab.runs": ("diffusionlab.cli",),
 }
 
@@ -117,14 +118,16 @@ def test_every_family_declares_its_contract(method: str) -> None:
 
 
 def test_cli_choices_are_the_librarys_tables() -> None:
+    from diffusionlab.baselines import KINDS
     from diffusionlab.cli import build_parser
-    from diffusionlab.training.presets import PRESETS
+    from diffusionlab.training.presets import BASELINE_PRESETS, PRESETS
 
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]  # noqa: SLF001 - argparse keeps no public handle
     actions = {a.dest: a for a in train._actions}  # noqa: SLF001
-    assert tuple(actions["method"].choices) == tuple(METHODS)
-    assert tuple(actions["preset"].choices) == tuple(PRESETS)
+    assert tuple(actions["method"].choices) == (*METHODS, *KINDS)
+    assert tuple(actions["preset"].choices) == (*PRESETS, *BASELINE_PRESETS)
+    assert all(BASELINE_PRESETS[name]["kind"] in KINDS for name in BASELINE_PRESETS)
     for name, owners in all_settings().items():
         action = actions[f"process_{owners[0][1].cli_flag.lstrip('-').replace('-', '_')}"]
         if len(owners) == 1 and owners[0][1].choices:

@@ -32,6 +32,7 @@ class WorkStarted(Exception):
 
 # (module, attribute) of every expensive step a command can reach.
 WORK = [("diffusionlab.training.trainer", "train"), ("diffusionlab.training.trainer", "train_autoencoder"),
+        ("diffusionlab.baselines", "train_baseline"),
         ("diffusionlab.sampling", "generate"), ("diffusionlab.evaluation.evaluate", "build_extractor"),
         ("diffusionlab.evaluation.evaluate", "nll_report"), ("diffusionlab.evaluation.evaluate", "ode_nll_report"),
         ("diffusionlab.training.classifier", "train_classifier"), ("diffusionlab.inpainting", "sample_inpaint"),
@@ -40,7 +41,7 @@ WORK = [("diffusionlab.training.trainer", "train"), ("diffusionlab.training.trai
 
 # Cases whose refusal comes from loading the data, which a training run does first (before its network and optimizer
 # are built, and before its run directory is kept): for these the training sentinel sits at the optimizer instead.
-DEEP = ("data-", "train-dataset-unknown", "cfg-data-source-unknown", "train-out-under-file")
+DEEP = ("data-", "train-dataset-unknown", "cfg-data-source-unknown", "train-out-under-file", "train-nf-levels")
 
 
 def install_sentinels(monkeypatch: pytest.MonkeyPatch, deep: bool = False) -> None:
@@ -51,15 +52,21 @@ def install_sentinels(monkeypatch: pytest.MonkeyPatch, deep: bool = False) -> No
     import torch
 
     for module, name in WORK:
-        if deep and name in ("train", "train_autoencoder"):
+        if deep and name in ("train", "train_autoencoder", "train_baseline"):
             continue
 
         def sentinel(*args: object, _name: str = name, **kwargs: object) -> None:
             raise WorkStarted(f"work started: {_name}")
 
         monkeypatch.setattr(importlib.import_module(module), name, sentinel)
+    from diffusionlab.baselines import LoadedBaseline
+
+    for name in ("sample", "bits_per_dim"):  # a baseline's sampling and likelihood
+        monkeypatch.setattr(LoadedBaseline, name, lambda *a, _name=name, **k: (_ for _ in ()).throw(
+            WorkStarted(f"work started: baseline {_name}")))
     if deep:
         monkeypatch.setattr(torch.optim, "AdamW", _no_optimizer)
+        monkeypatch.setattr(torch.optim, "Adam", _no_optimizer)  # the baselines' optimizer
 
 
 def _no_optimizer(*args: object, **kwargs: object) -> None:
@@ -312,6 +319,26 @@ CASES: list[Case] = [
     ("sample-aug-without-then", lambda e: _sample_out(e, "--aug-level", "0.1")),
     ("eval-superres-nll", lambda e: ["evaluate", e.r("sr"), "--nll"]),
     ("eval-aug-level-plain-run", lambda e: ["evaluate", e.r("run"), "--fid", "--aug-level", "0.1"]),
+    # --- the baselines: GAN, VAE, normalizing flow ---------------------------------------------------------------
+    ("train-gan-text", lambda e: _train(e, "--method", "gan", "--preset", "digits-gan", "--text-conditional")),
+    ("train-gan-schedule", lambda e: _train(e, "--method", "gan", "--preset", "digits-gan", "--schedule", "linear")),
+    ("train-gan-network", lambda e: _train(e, "--preset", "digits-gan", "--network", "dit")),
+    ("train-gan-r1-nan", lambda e: _train(e, "--preset", "digits-gan", "--r1-gamma", "nan")),
+    ("train-gan-latent-zero", lambda e: _train(e, "--preset", "digits-gan", "--latent-dim", "0")),
+    ("train-vae-likelihood", lambda e: _train(e, "--preset", "digits-vae", "--likelihood", "poisson")),
+    ("train-vae-kl-negative", lambda e: _train(e, "--preset", "digits-vae", "--kl-weight", "-1")),
+    ("train-nf-levels", lambda e: _train(e, "--preset", "digits-nf", "--levels", "4")),
+    ("train-preset-method-mismatch", lambda e: _train(e, "--preset", "digits-vae", "--method", "gan")),
+    ("train-baseline-flag-on-diffusion", lambda e: _train(e, "--latent-dim", "4")),
+    ("train-baseline-latent", lambda e: _train(e, "--preset", "digits-vae", "--latent", e.r("run"))),
+    ("train-gan-resume-other-kind", lambda e: ["train", "--resume", "--out", e.r("gan"), "--method", "vae"]),
+    ("sample-gan-steps", lambda e: _sample(e, "--steps", "3", run="gan")),
+    ("sample-gan-guidance", lambda e: _sample(e, "--guidance-scale", "2", run="gan")),
+    ("sample-gan-class-unconditional", lambda e: _sample(e, "--class", "3", run="gan")),
+    ("sample-then-gan", lambda e: _sample_out(e, "--then", e.r("gan"))),
+    ("eval-gan-nll", lambda e: ["evaluate", e.r("gan"), "--nll"]),
+    ("eval-vae-ode", lambda e: ["evaluate", e.r("vae"), "--nll", "--ode"]),
+    ("upsample-gan", lambda e: ["upsample", e.r("gan"), "--images", e.p("ok.npz")]),
     # --- datasets ---------------------------------------------------------------------------------------------
     ("data-npz-empty", lambda e: _train(e, "--dataset", e.p("empty.npz"))),
     ("data-npz-zero-bytes", lambda e: _train(e, "--dataset", e.p("zero.npz"))),
@@ -476,6 +503,25 @@ NEEDLES: dict[str, str] = {
     'sample-aug-without-then': '--aug-level sets the upsampler of a cascade',
     'eval-superres-nll': '--nll is not computed for a super-resolution run',
     'eval-aug-level-plain-run': '--aug-level sets the condition of a super-resolution run',
+    'train-gan-text': 'not text-conditional',
+    'train-gan-schedule': 'has no diffusion settings (process)',
+    'train-gan-network': "unknown key 'network'",
+    'train-gan-r1-nan': 'loss.r1_gamma',
+    'train-gan-latent-zero': '--latent-dim',
+    'train-vae-likelihood': "invalid choice: 'poisson'",
+    'train-vae-kl-negative': 'loss.kl_weight',
+    'train-nf-levels': 'not a multiple of 2^4 = 16',
+    'train-preset-method-mismatch': '--preset digits-vae trains a vae, not --method gan',
+    'train-baseline-flag-on-diffusion': '--latent-dim is a setting of the GAN, VAE or flow baselines',
+    'train-baseline-latent': 'has no diffusion settings (--latent)',
+    'train-gan-resume-other-kind': 'is a gan run, not vae',
+    'sample-gan-steps': '--steps is a diffusion setting',
+    'sample-gan-guidance': '--guidance-scale is a diffusion setting',
+    'sample-gan-class-unconditional': '--class needs a class-conditional run',
+    'sample-then-gan': 'is a gan run, not a diffusion model',
+    'eval-gan-nll': 'defines no likelihood',
+    'eval-vae-ode': '--ode is a diffusion setting',
+    'upsample-gan': 'is a gan run, not a diffusion model',
     'train-text-no-captions': 'needs captions',
     'train-text-and-classes': 'not both',
     'train-text-encoder-unknown': "invalid choice: 'clip'",
@@ -856,6 +902,10 @@ def build_env(root: Path, trained: Path | None = None) -> Env:
         assert main([*TINY_RUN, "--out", str(run)]) == 0
     # An upsampler of the same size (8x8 from 4x4), for the super-resolution cases.
     assert main([*TINY_RUN, "--task", "superres", "--factor", "2", "--out", str(root / "runs" / "sr")]) == 0
+    for kind in ("gan", "vae"):  # the baselines' cases
+        assert main(["train", "--method", kind, "--steps", "2", "--base-channels", "8", "--latent-dim", "4",
+                     "--checkpoint-every", "2", "--sample-every", "1000", "--progress", "lines",
+                     "--out", str(root / "runs" / kind)]) == 0
     e = Env(root, run)
     make_inputs(e)
     make_tampered_runs(e)

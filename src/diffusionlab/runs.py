@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .baselines.config import SECTIONS as BASELINE_KINDS
 from .codecs import Codec, build_codec
 from .data.tokenizer import CaptionTokenizer
 from .codecs.autoencoder import load_autoencoder, read_weights
@@ -102,7 +103,16 @@ def read_run_config(run_dir: Path, checkpoint: Path | None = None) -> RunConfig:
     if d.get("kind") == "autoencoder":
         raise ConfigError(f"{run_dir} is an autoencoder run, not a diffusion model: train a latent model on it with "
                           f"`diffusionlab train --latent {run_dir}`")
+    if d.get("kind") in BASELINE_KINDS:
+        raise ConfigError(f"{run_dir} is a {d['kind']} run, not a diffusion model: `sample` and `evaluate` take it, "
+                          "the diffusion-only commands do not")
     return RunConfig.from_dict(d)
+
+
+def is_baseline_run(run_dir: Path) -> bool:
+    """Is `run_dir` a GAN, VAE or normalizing-flow run (baselines/)? False for anything else, errors included."""
+    path = Path(run_dir) / "config.json"
+    return path.is_file() and read_config_json(Path(run_dir)).get("kind") in BASELINE_KINDS
 
 
 def read_autoencoder_run_config(run_dir: Path, checkpoint: Path | None = None) -> AutoencoderRunConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validation as v
+from ..evaluation.quality import describe as describe_quality, summary as _fmt_quality
 from ..errors import ConfigError, DataError
 from .args import (add_guidance_flags, add_sampler_options, check_sampling_memory, positive_int, sampler_and_steps,
                    sampler_options, seed)
@@ -68,12 +69,6 @@ def add_parsers(sub: Any) -> None:
                        description="Classify 8x8 digit samples (a .npz from `sample`) with a classifier trained on the real digits.")
     c.add_argument("samples", metavar="FILE.npz")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def _fmt_quality(r: dict[str, Any]) -> str:
-    is_ = f" | IS {r['inception_score'][0]:.2f} ± {r['inception_score'][1]:.2f}" if r.get("inception_score") else ""
-    return (f"FID {r['fid']:.3f} | KID {r['kid_mean']:.4f} ± {r['kid_std']:.4f} | precision {r['precision']:.3f} | "
-            f"recall {r['recall']:.3f}{is_}")
 
 
 def evaluate_autoencoder(args: argparse.Namespace, target: Path) -> int:
@@ -181,6 +176,12 @@ def run(args: argparse.Namespace) -> int:
 
         if read_config_json(target).get("kind") == "autoencoder":
             return evaluate_autoencoder(args, target)
+        from ..runs import is_baseline_run
+
+        if is_baseline_run(target):
+            from .baseline import run_evaluate
+
+            return run_evaluate(args, target)
     run = None
     if is_npz:
         if args.nll:
@@ -277,10 +278,7 @@ def run(args: argparse.Namespace) -> int:
                 how += f"; {condition['description']}"
         q = quality_with_floor(fake, train, test, extractor, k=args.k, seed=args.seed)
         report["quality"] = q
-        print(f"sample quality of {how}")
-        print(f"  {_fmt_quality(q)}")
-        print(f"  real-data floor (train vs {args.split}): {_fmt_quality(q['floor'])}")
-        print(f"  [extractor: {q['extractor']}; {q['n_fake']} samples vs {q['n_real']} {args.split} images; k = {args.k}]")
+        print(describe_quality(how, q, args.split, args.k))
 
     if out is None:
         out = target / "eval" / f"eval-step{report.get('checkpoint_step', 0)}-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -32,11 +32,15 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """`diffusionlab sample`."""
     from ..data import from_model_range
-    from ..runs import load_run
+    from ..runs import is_baseline_run, load_run
     from ..sampling import generate
     from ..viz import SampleWriter, save_trajectory_gif
     from .guidance import describe_guidance, guided_model
 
+    if is_baseline_run(Path(args.run_dir)):  # a GAN, VAE or flow: one network pass per sample
+        from .baseline import run_sample
+
+        return run_sample(args)
     options = sampler_options(args)  # bad options fail before the run is loaded
     companions = (".png", ".gif") if args.trajectory else (".png",)
     if args.out:  # an output that cannot be written fails before the run is loaded, not after the sampling

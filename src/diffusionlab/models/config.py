@@ -4,6 +4,7 @@ typed check of a `model` section (before the data fills in its sizes) with a low
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from .. import validation as v
@@ -69,4 +70,55 @@ def resnet_parameters(base_channels: int, channel_mult: tuple[int, ...], blocks_
     return 18 * base_channels**2 * sum(m * m for m in channel_mult) * blocks_per_level
 
 
-__all__ = ["SizedConfig", "resnet_parameters"]
+def check_levels(hw: tuple[int, int], levels: int, what: str) -> None:
+    """One-line ConfigError unless H and W are multiples of 2^levels (each level halves them exactly)."""
+    f = 2**levels
+    if hw[0] % f or hw[1] % f:
+        raise ConfigError(f"image size {hw[0]}x{hw[1]} is not a multiple of 2^{levels} = {f}, as the {what}'s "
+                          f"{levels} stride-2 level(s) need: change the levels (model.channel_mult or levels) or the "
+                          "size")
+
+
+@dataclass
+class ConvStackConfig(SizedConfig):
+    """What the DCGAN-shaped baselines share (the GAN's generator and discriminator, the VAE's encoder and decoder):
+    one stride-2 4x4 convolution per level between the image and a feature map at H / 2^L, and a flat latent z."""
+
+    label: ClassVar[str] = "network config"
+    RANGES: ClassVar[dict[str, v.Range]] = {
+        "image_size": v.at_least(1, v.MAX_IMAGE_SIDE), "in_channels": v.at_least(1), "base_channels": v.at_least(1),
+        "channel_mult": v.at_least(1), "latent_dim": v.at_least(1, 65536), "num_classes": v.at_least(1)}
+
+    image_size: int | tuple[int, int]  # H (= W) or (H, W) of the data
+    in_channels: int = 1
+    base_channels: int = 32  # width at the image's resolution
+    channel_mult: tuple[int, ...] = (1, 2)  # widths from the image resolution down: one stride-2 level each
+    latent_dim: int = 16  # d of z
+    num_classes: int | None = None  # a class-conditional network when set
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, (list, tuple)):
+            self.image_size = tuple(int(s) for s in self.image_size)  # type: ignore[assignment]
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        check_levels(self.height_width, len(self.channel_mult), self.label.split()[0])
+
+    @staticmethod
+    def min_parameters(values: dict[str, Any]) -> int:
+        """The 4x4 convolutions between the levels, twice (down and up)."""
+        ch = [values["base_channels"] * m for m in values["channel_mult"]]
+        return 2 * 16 * sum(a * b for a, b in zip(ch, ch[1:]))
+
+    @property
+    def widths(self) -> list[int]:
+        """Feature widths from the image resolution down."""
+        return [self.base_channels * m for m in self.channel_mult]
+
+    @property
+    def bottom(self) -> tuple[int, int, int]:
+        """(C_L, H / 2^L, W / 2^L): the feature map between the convolutions and z."""
+        h, w = self.height_width
+        f = 2 ** len(self.channel_mult)
+        return (self.widths[-1], h // f, w // f)
+
+
+__all__ = ["ConvStackConfig", "SizedConfig", "check_levels", "resnet_parameters"]

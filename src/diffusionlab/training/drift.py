@@ -24,7 +24,7 @@ BOOKKEEPING_SECTIONS = ("sample.",)  # the training-time preview grids
 TUNABLE = frozenset({"train.lr", "train.weight_decay", "train.adam_betas", "train.warmup_steps", "train.grad_clip",
                      "train.ema_decay", "train.ema_warmup", "train.batch_size", "train.label_dropout",
                      "train.mixed_precision", "loss.kl_weight", "loss.perceptual_weight", "loss.disc_weight",
-                     "loss.disc_lr"})
+                     "loss.disc_lr", "loss.d_steps", "loss.r1_gamma", "loss.kl_warmup_steps"})
 
 
 @dataclass(frozen=True)

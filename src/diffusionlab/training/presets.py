@@ -154,3 +154,31 @@ AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
                   "log_every": 50},
     },
 }
+
+
+# The models diffusion is compared against (SPEC.md section 9; `train --method gan|vae|nf`, baselines/): one recipe
+# per family and data set, with each paper's optimiser (DCGAN: Adam lr 2e-4, betas (0.5, 0.999), no clipping; the
+# VAE and Glow: Adam 1e-3). Starting points for the comparison at an equal wall-clock budget (BENCHMARKS.md,
+# "The families side by side"), not tuned beyond it. The budget is the digits / mnist diffusion presets' order.
+_LOOP = {"warmup_steps": 100, "ema_decay": 0.999, "sample_every": 1000, "checkpoint_every": 500, "log_every": 50}
+_GAN_TRAIN = {**_LOOP, "lr": 2e-4, "adam_betas": [0.5, 0.999], "grad_clip": 0.0, "warmup_steps": 0}
+BASELINE_PRESETS: dict[str, dict[str, Any]] = {
+    "digits-gan": {"kind": "gan", "data": {"source": "digits", "split": "all"},
+                   "model": {"base_channels": 64, "channel_mult": [1, 2], "latent_dim": 32},
+                   "train": {**_GAN_TRAIN, "batch_size": 128, "steps": 3000}},
+    "digits-vae": {"kind": "vae", "data": {"source": "digits", "split": "all"},
+                   "model": {"base_channels": 32, "channel_mult": [1, 2], "latent_dim": 16, "likelihood": "logistic"},
+                   "train": {**_LOOP, "batch_size": 128, "steps": 3000, "lr": 1e-3}},
+    "digits-nf": {"kind": "nf", "data": {"source": "digits", "split": "all"},
+                  "model": {"levels": 2, "depth": 8, "hidden_channels": 64},
+                  "train": {**_LOOP, "batch_size": 128, "steps": 3000, "lr": 1e-3}},
+    "mnist-gan": {"kind": "gan", "data": {"source": "mnist", "split": "train"},
+                  "model": {"base_channels": 64, "channel_mult": [1, 2], "latent_dim": 64},
+                  "train": {**_GAN_TRAIN, "batch_size": 64, "steps": 6000}},
+    "mnist-vae": {"kind": "vae", "data": {"source": "mnist", "split": "train"},
+                  "model": {"base_channels": 32, "channel_mult": [1, 2], "latent_dim": 32, "likelihood": "logistic"},
+                  "train": {**_LOOP, "batch_size": 128, "steps": 6000, "lr": 1e-3}},
+    "mnist-nf": {"kind": "nf", "data": {"source": "mnist", "split": "train"},
+                 "model": {"levels": 2, "depth": 8, "hidden_channels": 64},
+                 "train": {**_LOOP, "batch_size": 64, "steps": 6000, "lr": 1e-3}},
+}
