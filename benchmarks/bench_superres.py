@@ -23,18 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, publish  # noqa: E402
+from report import cached, machine, publish  # noqa: E402
 
 HEADING = "## Super-resolution and cascades (MNIST)"
-
-
-def _cached(path: Path, compute) -> dict:
-    if path.exists():
-        return json.loads(path.read_text())
-    row = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=1, default=float))
-    return row
 
 
 def _splits(run, data_dir: str | None):
@@ -74,7 +65,7 @@ def restoration(run_dir: Path, args: argparse.Namespace) -> dict:
                             seed=args.seed, progress=True)
         return {**r, **train_minutes(run_dir)}
 
-    row = _cached(path, compute)
+    row = cached(path, compute)
     print(f"{run_dir.name}: model PSNR {row['model']['psnr_mean']:.2f} SSIM {row['model']['ssim_mean']:.3f} "
           f"FID {row['model']['quality']['fid']:.2f}; bicubic PSNR {row['bicubic']['psnr_mean']:.2f} "
           f"FID {row['bicubic']['quality']['fid']:.2f}", flush=True)
@@ -132,7 +123,7 @@ def cascade(base_dir: Path, up_dir: Path, level: float, args: argparse.Namespace
                 "up_seconds_per_image": seconds / args.n, "up_nfe": res.nfe, "base": base,
                 "up": train_minutes(up_dir)}
 
-    row = _cached(path, compute)
+    row = cached(path, compute)
     print(f"cascade {base_dir.name} -> {up_dir.name} at level {level:g}: FID {row['fid']:.2f}", flush=True)
     return row
 
@@ -158,7 +149,7 @@ def single(run_dir: Path, args: argparse.Namespace) -> dict:
                 "floor": q["floor"]["fid"], "nfe": res.nfe, "seconds_per_image": seconds / args.n,
                 **train_minutes(run_dir)}
 
-    row = _cached(path, compute)
+    row = cached(path, compute)
     print(f"single {run_dir.name}: FID {row['fid']:.2f}", flush=True)
     return row
 

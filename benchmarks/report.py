@@ -30,6 +30,18 @@ def machine() -> str:
         f"; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def cached(path: Path, compute) -> dict:
+    """The JSON at `path`, or compute() written there (a benchmark's score, kept beside its run)."""
+    import json
+
+    if path.exists():
+        return json.loads(path.read_text())
+    row = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=1, default=float))
+    return row
+
+
 def write_section(heading: str, body: str) -> None:
     """Replace (or append) the section `heading` of BENCHMARKS.md, leaving other sections untouched."""
     path = ROOT / "BENCHMARKS.md"

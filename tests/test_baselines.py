@@ -25,9 +25,10 @@ from torch import nn
 
 from diffusionlab.baselines.gan import discriminator_loss, generator_loss
 from diffusionlab.baselines.nf import BITS_OFFSET, dequantize, flow_bits_per_dim, quantize
-from diffusionlab.baselines.vae import discretized_logistic_log_likelihood, elbo_terms
+from diffusionlab.baselines.vae import discretized_logistic_log_likelihood
 from diffusionlab.models.autoencoder import DiagonalGaussian
 from diffusionlab.models.glow import Glow, GlowConfig, initialize
+from diffusionlab.models.vae import elbo_terms
 from helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -237,10 +238,8 @@ def test_dequantization_gives_uniform_8_bit_data_8_bits_per_dim():
     quantize inverts dequantize for any u in [0, 1)."""
 
     class Uniform:
-        dims = 16
-
-        def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-            return torch.full((len(x),), -self.dims * math.log(2))
+        def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.full((len(x),), -x[0].numel() * math.log(2))
 
     assert BITS_OFFSET == 7
     torch.testing.assert_close(flow_bits_per_dim(Uniform(), torch.zeros(3, 1, 4, 4), None), torch.full((3,), 8.0))
@@ -318,3 +317,27 @@ def test_a_baseline_killed_mid_checkpoint_resumes_bit_for_bit(kind: str, tmp_pat
         a = load_file(str(full / "checkpoints" / "step_00000010" / f"{name}.safetensors"))
         b = load_file(str(split / "checkpoints" / "step_00000010" / f"{name}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after the kill"
+
+
+def test_non_finite_samples_are_counted_not_hidden():
+    """A sample that overflows (a flow's inverse at temperature 1, say) is counted and written as mid-grey; the CLI
+    warns with the count (run_sample), and `evaluate --fid` records it."""
+    from types import SimpleNamespace
+
+    from diffusionlab.baselines import LoadedBaseline
+
+    class Overflowing:
+        name = "nf"
+
+        @staticmethod
+        def sample(net, n, g, y):
+            x = torch.rand(n, 1, 4, 4, generator=g) * 2 - 1
+            x[::3, 0, 1, 2] = float("inf")
+            x[1::7, 0, 0, 0] = float("nan")
+            return x
+
+    run = LoadedBaseline(SimpleNamespace(model={"num_classes": None}), Overflowing, None, 0, Path("."))
+    images = run.sample(30, seed=0, batch_size=8)
+    expected = sum(len(set(range(0, b, 3)) | set(range(1, b, 7))) for b in (8, 8, 8, 6))  # the stub marks rows per batch
+    assert run.nonfinite == expected and images.dtype == torch.uint8 and images.shape == (30, 1, 4, 4)
+    assert int(images[1, 0, 0, 0]) in (127, 128)  # NaN -> mid-grey, visible rather than random

@@ -36,3 +36,27 @@ def test_two_processes_train_the_same_model_as_one(tiny_config: Path, tmp_path: 
     # while a different seed (other batches, other noise) moves weights by > 1e-3.
     assert same < 1e-4, same
     assert different > 20 * same, (same, different)
+
+
+def test_two_processes_train_the_same_vae_and_flow_as_one(tmp_path: Path):
+    """The baselines without batch norm are data-parallel exactly like diffusion: the VAE, and Glow (its actnorm
+    initialised on the global batch, so every process starts from the same weights). The GAN's batch norm sees each
+    process's share of the batch, so 2 processes are a different model from 1 (not asserted: it trains, below)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for kind, size in (("vae", ["--base-channels", "8", "--latent-dim", "4"]), ("nf", ["--depth", "2",
+                                                                                      "--hidden-channels", "8"]),
+                       ("gan", ["--base-channels", "8", "--latent-dim", "4"])):
+        args = ["train", "--method", kind, "--steps", "6", "--batch-size", "16", "--checkpoint-every", "6", *size]
+        one = run_cli(*args, "--out", str(tmp_path / f"{kind}-one"))
+        assert one.returncode == 0, one.stderr
+        two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "diffusionlab.cli", *args,
+                              "--out", str(tmp_path / f"{kind}-two")], capture_output=True, text=True, env=env,
+                             timeout=600)
+        assert two.returncode == 0, two.stderr[-3000:]
+        assert "batch 16 on 2 process(es)" in two.stdout
+        if kind == "gan":
+            continue
+        a, b = _weights(tmp_path / f"{kind}-one", 6), _weights(tmp_path / f"{kind}-two", 6)
+        same = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+        assert same < 1e-4, (kind, same)

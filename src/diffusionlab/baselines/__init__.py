@@ -47,6 +47,7 @@ class LoadedBaseline:
     net: torch.nn.Module
     step: int
     checkpoint: Path
+    nonfinite: int = 0  # samples of the last `sample` call that were NaN or infinite (written as mid-grey)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -76,10 +77,13 @@ class LoadedBaseline:
             y = torch.arange(n) % self.num_classes
         g = torch.Generator().manual_seed(seed)
         out = []
+        self.nonfinite = 0
         for start in tqdm(range(0, n, batch_size), desc=f"sample {self.kind.name}", disable=not progress,
                           leave=False):
             b = min(batch_size, n - start)
-            images = from_model_range(self.kind.sample(self.net, b, g, None if y is None else y[start : start + b]))
+            x = self.kind.sample(self.net, b, g, None if y is None else y[start : start + b])
+            self.nonfinite += int((~torch.isfinite(x)).flatten(1).any(1).sum())  # e.g. a flow's inverse overflowing
+            images = from_model_range(x)
             if on_batch is not None:
                 on_batch(images)
             else:

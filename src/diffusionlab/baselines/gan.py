@@ -62,7 +62,7 @@ class GANTask(BaselineTask):
         disc_lr = obj.disc_lr if obj.disc_lr is not None else tc.lr
         self.extra["disc"] = (disc, torch.optim.Adam(disc.parameters(), lr=disc_lr, betas=tc.adam_betas))
         self.base_lr["disc"] = disc_lr
-        self.latent_dim = cfg.model["latent_dim"]
+        self.latent_dim = self.network_config.latent_dim
 
     def step(self, ctx: StepContext) -> dict[str, Tensor]:
         """k discriminator steps, then one generator step with the non-saturating loss."""

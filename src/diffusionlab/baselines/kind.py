@@ -53,9 +53,10 @@ class BaselineKind:
 
 
 def fill_model_section(cfg: BaselineRunConfig, shape: tuple[int, int, int], num_classes: int | None,
-                       dataset: str) -> None:
+                       dataset: str) -> Any:
     """Complete the `model` section with the data's size and channels and, for a class-conditional run, its number
-    of classes; one-line errors for what does not fit (then the kind's config class checks the whole section)."""
+    of classes; one-line errors for what does not fit. Returns the section as the kind's config class (defaults
+    filled in)."""
     channels, h, w = shape
     m = cfg.model
     m["image_size"] = h if h == w else [h, w]
@@ -66,7 +67,7 @@ def fill_model_section(cfg: BaselineRunConfig, shape: tuple[int, int, int], num_
         m["num_classes"] = num_classes
     else:
         m["num_classes"] = None
-    SECTIONS[cfg.kind][0].from_dict(m)
+    return SECTIONS[cfg.kind][0].from_dict(m)
 
 
 class BaselineTask:
@@ -78,7 +79,7 @@ class BaselineTask:
         tc = cfg.train
         self.data = load_dataset(cfg.data.source, cfg.data.data_dir, cfg.data.split, cfg.data.image_size,
                                  cfg.data.channels)
-        fill_model_section(cfg, self.data.shape, self.data.num_classes, self.data.name)
+        self.network_config = fill_model_section(cfg, self.data.shape, self.data.num_classes, self.data.name)
         self.cfg, self.config = cfg, cfg.to_dict()
         self.objective = cfg.objective
         torch.manual_seed(derive_seed(tc.seed, INIT_KEY))  # identical initial weights on every process

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models.glow import Glow, GlowConfig
+from ..models.glow import Glow, GlowConfig, initialize, initialized
 from ..training.loop import StepContext
 from .kind import BaselineKind, BaselineTask
 
@@ -31,13 +31,14 @@ def dequantize(images: Tensor, u: Tensor) -> Tensor:
 
 def quantize(x: Tensor) -> Tensor:
     """The bin of x (the inverse of `dequantize` up to u), as its 8-bit value k / 127.5 - 1 in the model range."""
-    k = torch.floor((torch.nan_to_num(x) + 1.0) * 128.0).clamp(0, 255)
-    return k / 127.5 - 1.0
+    k = torch.floor((x + 1.0) * 128.0).clamp(0, 255)
+    return torch.where(torch.isfinite(x), k / 127.5 - 1.0, x)  # a non-finite sample stays so: the caller counts it
 
 
-def flow_bits_per_dim(net: Glow, x: Tensor, y: Tensor | None) -> Tensor:
-    """-log2 p_y(y) / D per image for dequantized x = dequantize(k, u)."""
-    return -net.log_prob(x, y) / (net.dims * math.log(2)) + BITS_OFFSET
+def flow_bits_per_dim(net: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """-log2 p_y(y) / D per image for dequantized x = dequantize(k, u); net(x, y) = log p_x(x) (a Glow, or its
+    data-parallel wrapper)."""
+    return -net(x, y) / (x[0].numel() * math.log(2)) + BITS_OFFSET
 
 
 class FlowTask(BaselineTask):
@@ -46,13 +47,17 @@ class FlowTask(BaselineTask):
     def step(self, ctx: StepContext) -> dict[str, Tensor]:
         """Maximum likelihood: minimise E[-log2 p(x)] / D of the dequantized batch."""
         tc = self.cfg.train
-        u = torch.rand(tc.batch_size, *self.data.shape, generator=ctx.generator)[ctx.mine]
-        idx = ctx.indices[ctx.mine]
-        x = dequantize(self.data.images[idx], u)
+        u = torch.rand(tc.batch_size, *self.data.shape, generator=ctx.generator)
+        x = dequantize(self.data.images[ctx.indices], u)  # the whole global batch (every process draws it all)
         if self.cfg.data.hflip:
-            flip = torch.rand(tc.batch_size, generator=ctx.generator)[ctx.mine] < 0.5
+            flip = torch.rand(tc.batch_size, generator=ctx.generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        y = self.data.labels[idx].to(ctx.device) if tc.class_conditional else None
+        labels = self.data.labels[ctx.indices] if tc.class_conditional else None
+        raw = ctx.accelerator.unwrap_model(self.model)
+        if not initialized(raw):  # Glow's actnorm initialisation, on the global batch: the same on every process
+            initialize(raw, x.to(ctx.device), None if labels is None else labels.to(ctx.device))
+        x = x[ctx.mine]
+        y = None if labels is None else labels[ctx.mine].to(ctx.device)
         with ctx.autocast():
             loss = flow_bits_per_dim(self.model, x.to(ctx.device), y).mean()
         ctx.backward(loss)

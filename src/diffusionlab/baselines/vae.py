@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import to_model_range
-from ..models.autoencoder import DiagonalGaussian
 from ..models.vae import ConvVAE, VAEConfig
 from ..processes.vlb import BIN, discretized_gaussian_log_likelihood
 from ..training.loop import StepContext
@@ -67,17 +66,10 @@ def decoder_mean(likelihood: str, params: Tensor) -> Tensor:
     return params.chunk(2, dim=1)[0].clamp(-1, 1)
 
 
-def elbo_terms(posterior: DiagonalGaussian, log_likelihood: Any, noise: Tensor) -> tuple[Tensor, Tensor]:
-    """(log p(x | z) at z = mu + sigma * noise, KL(q(z | x) || N(0, I))) per example: the reparameterized one-sample
-    estimate of E_q log p(x | z), and the KL in closed form (Kingma & Welling 2014, eq. 10 and appendix B)."""
-    z = posterior.sample(noise)
-    return log_likelihood(z), posterior.kl()
-
-
-def vae_terms(net: ConvVAE, x: Tensor, noise: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
-    """`elbo_terms` of the VAE `net` at images x in [-1, 1]."""
-    c = net.config
-    return elbo_terms(net.encode(x, y), lambda z: decoder_log_likelihood(c.likelihood, x, net.decode(z, y)), noise)
+def vae_terms(net: nn.Module, x: Tensor, noise: Tensor, y: Tensor | None, likelihood: str) -> tuple[Tensor, Tensor]:
+    """(log p(x | z), KL) per image of the VAE `net` (or its data-parallel wrapper) at images x in [-1, 1]: its
+    forward, models.vae.elbo_terms, with this decoder likelihood."""
+    return net(x, noise, y, lambda params: decoder_log_likelihood(likelihood, x, params))
 
 
 class VAETask(BaselineTask):
@@ -86,11 +78,11 @@ class VAETask(BaselineTask):
     def step(self, ctx: StepContext) -> dict[str, Tensor]:
         """One gradient step on the (beta-weighted) negative ELBO, in nats per dimension."""
         obj, tc = self.objective, self.cfg.train
-        noise = torch.randn(tc.batch_size, self.cfg.model["latent_dim"], generator=ctx.generator)[ctx.mine]
+        noise = torch.randn(tc.batch_size, self.network_config.latent_dim, generator=ctx.generator)[ctx.mine]
         x, y = self.batch(ctx)
         beta = obj.kl_weight * min(1.0, ctx.step / obj.kl_warmup_steps) if obj.kl_warmup_steps else obj.kl_weight
         with ctx.autocast():
-            log_px, kl = vae_terms(self.model, x, noise.to(ctx.device), y)
+            log_px, kl = vae_terms(self.model, x, noise.to(ctx.device), y, self.network_config.likelihood)
             loss = (beta * kl - log_px).mean() / self.dims
         ctx.backward(loss)
         ctx.apply(self.optimizer, self.model.parameters(), loss, tc.grad_clip)
@@ -124,9 +116,9 @@ class VAE(BaselineKind):
         dev = next(net.parameters()).device
         x = to_model_range(images).to(dev)
         noise = torch.randn(len(x), net.config.latent_dim, generator=g).to(dev)
-        log_px, kl = vae_terms(net, x, noise, y)
+        log_px, kl = vae_terms(net, x, noise, y, net.config.likelihood)
         return (kl - log_px) / (x[0].numel() * math.log(2))
 
 
 __all__ = ["VAE", "VAETask", "decoder_log_likelihood", "decoder_mean", "discretized_logistic_log_likelihood",
-           "elbo_terms", "vae_terms"]
+           "vae_terms"]

@@ -178,6 +178,9 @@ def run_sample(args: argparse.Namespace) -> int:
         raise
     seconds = time.perf_counter() - t0
     grid = writer.close()
+    if run.nonfinite:
+        print(f"warning: {run.nonfinite} of {args.n} samples were not finite (NaN or infinite: the network overflowed); "
+              "they are written as mid-grey images")
     print(f"{args.n} samples from the {run.kind.name}, NFE 1 per sample, {seconds:.2f} s ({args.n / seconds:.0f} "
           f"images/s; step {run.step} {'raw' if args.no_ema else 'EMA'} weights)")
     print(f"samples: {out}")
@@ -233,7 +236,9 @@ def run_evaluate(args: argparse.Namespace, target: Path) -> int:
             fake = run.sample(args.n, args.seed, y, args.batch_size, progress=True)
             seconds = time.perf_counter() - t0
             how = f"{args.n} samples (NFE 1), {seconds:.1f} s"
-            report["sampling"] = {"n": args.n, "seed": args.seed, "nfe": 1, "seconds": seconds,
+            if run.nonfinite:
+                how += f"; {run.nonfinite} of them not finite (scored as mid-grey images)"
+            report["sampling"] = {"n": args.n, "seed": args.seed, "nfe": 1, "seconds": seconds, "nonfinite": run.nonfinite,
                                   "classes": None if y is None else "all" if args.class_id is None else str(args.class_id)}
         else:
             how = f"samples from {args.samples}"

@@ -94,6 +94,10 @@ class Glow(nn.Module):
         """[z_1, ..., z_L] -> x (the inverse of `latents`)."""
         return self.flow.forward_and_log_det(z)[0]
 
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x) per example (`log_prob`; training calls the network, so a data-parallel wrapper sees it)."""
+        return self.flow.log_prob(x, y)
+
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x) in nats per example: the prior's log-density of the latents plus the log-determinant."""
         return self.flow.log_prob(x, y)
@@ -109,4 +113,10 @@ def initialize(model: Glow, x: Tensor, y: Tensor | None = None) -> None:
         model.log_prob(x, y)
 
 
-__all__ = ["Glow", "GlowConfig", "initialize"]
+def initialized(model: Glow) -> bool:
+    """Have the actnorms been initialised (by `initialize`, the first forward pass, or a loaded checkpoint)?"""
+    flags = [m.data_dep_init_done for m in model.modules() if hasattr(m, "data_dep_init_done")]
+    return all(bool(f > 0) for f in flags)
+
+
+__all__ = ["Glow", "GlowConfig", "initialize", "initialized"]

@@ -11,7 +11,7 @@ the encoder's features and to z.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,14 @@ class VAEConfig(ConvStackConfig):
             raise ConfigError(f"{section + '.' if section else ''}likelihood must be one of {', '.join(LIKELIHOODS)}, "
                               f"got {v.show(values['likelihood'])}")
         return values
+
+
+def elbo_terms(posterior: DiagonalGaussian, log_likelihood: Callable[[Tensor], Tensor], noise: Tensor
+               ) -> tuple[Tensor, Tensor]:
+    """(log p(x | z) at z = mu + sigma * noise, KL(q(z | x) || N(0, I))) per example: the reparameterized one-sample
+    estimate of E_q log p(x | z), and the KL in closed form (Kingma & Welling 2014, eq. 10 and appendix B)."""
+    z = posterior.sample(noise)
+    return log_likelihood(z), posterior.kl()
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -83,6 +91,12 @@ class ConvVAE(nn.Module):
             raise ValueError("a conditional VAE needs labels y")
         return torch.cat([h, F.one_hot(y.long(), self.num_classes).to(h.dtype)], dim=1)
 
+    def forward(self, x: Tensor, noise: Tensor, y: Tensor | None, log_likelihood: Callable[[Tensor], Tensor]
+                ) -> tuple[Tensor, Tensor]:
+        """`elbo_terms` of images x in [-1, 1], with log_likelihood(decoder parameters) -> log p(x | z) per example.
+        Training calls the network this way, so that a data-parallel wrapper sees the whole computation."""
+        return elbo_terms(self.encode(x, y), lambda z: log_likelihood(self.decode(z, y)), noise)
+
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
         """q(z | x) (and y) for x in [-1, 1]."""
         return DiagonalGaussian(self.to_moments(self._with_label(self.encoder(x).flatten(1), y)))
@@ -93,4 +107,4 @@ class ConvVAE(nn.Module):
         return self.decoder(h)
 
 
-__all__ = ["LIKELIHOODS", "ConvVAE", "VAEConfig"]
+__all__ = ["LIKELIHOODS", "ConvVAE", "VAEConfig", "elbo_terms"]
