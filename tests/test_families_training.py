@@ -71,7 +71,7 @@ def test_family_trains_through_the_cli_and_samples(method: str, tmp_path: Path, 
 
 
 def test_cli_rejects_bad_method_settings_in_one_line(tmp_path: Path, capsys):
-    for args, message in ((["--method", "gan"], "invalid choice: 'gan'"),
+    for args, message in ((["--method", "vqvae"], "invalid choice: 'vqvae'"),
                           (["--method", "flow", "--beta-min", "0.2"], "beta_min is a setting of vpsde"),
                           (["--method", "flow", "--prediction", "v"], "prediction is a setting of ddpm, not of method flow"),
                           (["--method", "vpsde", "--beta-max", "nan"], "beta_max must be a finite number"),
