@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cached, machine, publish  # noqa: E402
+from report import cached, machine, publish, train_each  # noqa: E402
 
 HEADING = "## The families side by side (issue 17)"
 # row name -> (preset, the family's name in the table)
@@ -44,23 +43,14 @@ SAMPLER, STEPS = "dpmpp2m", 10
 
 def train(args: argparse.Namespace) -> None:
     """Train every row for --minutes, one after the other (never two at once: they would share the 2 cores)."""
-    root = Path(args.root)
-    root.mkdir(parents=True, exist_ok=True)
-    for name in args.rows:
-        out = root / name
-        if (out / "config.json").exists():
-            print(f"{name}: exists, skipped")
-            continue
-        preset = ROWS[name][0].format(d=args.dataset)
-        cmd = [sys.executable, "-m", "diffusionlab.cli", "train", "--preset", preset, "--minutes", str(args.minutes),
-               "--out", str(out), "--progress", "lines", "--sample-every", "1000000"]
+
+    def flags(name: str) -> list[str]:
+        out = ["--preset", ROWS[name][0].format(d=args.dataset)]
         if args.data_dir:
-            cmd += ["--data-dir", args.data_dir]
-        if name == "latent":
-            cmd += ["--latent", args.ae]
-        print(f"{name}: {' '.join(cmd[3:])}", flush=True)
-        with open(root / f"{name}.log", "w") as log:
-            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+            out += ["--data-dir", args.data_dir]
+        return out + (["--latent", args.ae] if name == "latent" else [])
+
+    train_each(Path(args.root), args.rows, flags, args.minutes)
 
 
 class Model:

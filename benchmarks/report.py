@@ -6,6 +6,7 @@ import os
 import platform
 import re
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +87,25 @@ def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: 
             "--eta", str(eta), *(("--sigma-spacing", spacing) if spacing else ()), "--json", str(path), threads=threads)
         print(f"{run.name} {path.stem}: {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(path.read_text())
+
+
+def train_each(root: Path, names: list[str], flags: Callable[[str], list[str]], minutes: float) -> None:
+    """`diffusionlab train --minutes M --out ROOT/NAME FLAGS(NAME)` for each name, one after the other (never two at
+    once: they would share the cores), skipping runs that exist; each one's output goes to ROOT/NAME.log."""
+    import subprocess
+    import sys
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        out = root / name
+        if (out / "config.json").exists():
+            print(f"{name}: exists, skipped", flush=True)
+            continue
+        cmd = [sys.executable, "-m", "diffusionlab.cli", "train", "--minutes", str(minutes), "--out", str(out),
+               "--progress", "lines", "--sample-every", "1000000", *flags(name)]
+        print(f"{name}: {' '.join(cmd[3:])}", flush=True)
+        with open(root / f"{name}.log", "w") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
 def publish(heading: str, body: str, write: bool) -> None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from helpers import TINY, TINY_NET
+
+# The suite's numbers must not depend on the CPU it runs on: "auto" precision is bf16 on a CPU with native bf16 and
+# float32 elsewhere (training/precision.py), so the suite pins float32 (the environment reaches the CLI subprocesses
+# too). test_precision.py tests auto and bf16 themselves.
+os.environ.setdefault("DIFFUSIONLAB_MIXED_PRECISION", "no")
 
 
 @pytest.fixture

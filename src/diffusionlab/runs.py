@@ -181,8 +181,11 @@ class LoadedRun:
         return None if sr is None else sr.lowres_shape(self.image_shape)
 
 
-def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True) -> LoadedRun:
-    """Rebuild the model of a run from its newest (or the given) checkpoint; EMA weights by default."""
+def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True,
+             mixed_precision: str = "no") -> LoadedRun:
+    """Rebuild the model of a run from its newest (or the given) checkpoint; EMA weights by default. With
+    `mixed_precision` bf16 (or auto on a CPU with native bf16: training/precision.py) the denoiser evaluates the
+    network under bf16 autocast."""
     read_config_json(run_dir)  # "not a run directory" before "no checkpoint"
     ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     cfg = read_run_config(run_dir, ckpt_path)
@@ -204,4 +207,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, use_ema: bool = True
             tokenizer = CaptionTokenizer.from_json(path.read_text(), str(path))
         except OSError:
             raise CheckpointError(f"{path} is missing: a text run needs its tokenizer") from None
-    return LoadedRun(cfg, process, net, process.denoiser(net), ckpt.step, ckpt_path, codec, tokenizer)
+    from .training.precision import for_sampling
+
+    sampled, _ = for_sampling(net, mixed_precision)
+    return LoadedRun(cfg, process, net, process.denoiser(sampled), ckpt.step, ckpt_path, codec, tokenizer)

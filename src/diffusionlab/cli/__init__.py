@@ -21,6 +21,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from .. import __version__
 from ..errors import DiffusionLabError, TrainingInterrupted
 from . import evaluate, guidance, sample, train, upsample
+from .args import add_threads_argument
 from .train import config_for_train
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     upsample.add_parser(sub)
     evaluate.add_parsers(sub)
     guidance.add_parsers(sub)
+    for command in sub.choices.values():
+        add_threads_argument(command)
     return p
 
 
@@ -61,7 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `--procs N` runs again under torchrun
+    import torch
+
+    from ..threads import apply_threads
+
+    threads_before = torch.get_num_threads()
     try:
+        # The command line's process plans its threads; a program that calls main(argv) keeps its own setting unless
+        # it passes --threads (and gets it back afterwards).
+        if argv is None or args.threads is not None:
+            apply_threads(args.threads)
         return HANDLERS[args.command](args)
     except DiffusionLabError as e:
         kind = "interrupted" if isinstance(e, TrainingInterrupted) else "error"
@@ -76,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diffusionlab {args.command}: internal error: {type(e).__name__}: {e} "
               f"(set DIFFUSIONLAB_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if argv is not None:
+            torch.set_num_threads(threads_before)
 
 
 __all__ = ["HANDLERS", "build_parser", "config_for_train", "main"]

@@ -44,6 +44,23 @@ def seed(s: str) -> int:
     return value
 
 
+def thread_count(s: str) -> int:
+    """A number of CPU threads: 1 to threads.MAX_THREADS."""
+    from ..threads import MAX_THREADS
+
+    value = positive_int(s)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads, got {value}")
+    return value
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """--threads, which every command takes (threads.py)."""
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="CPU threads (default: one per physical core, or OMP_NUM_THREADS; fewer when other processes "
+                        "keep cores busy, with a warning)")
+
+
 def int_list(s: str) -> list[int]:
     """Comma-separated whole numbers, e.g. 1,2,2."""
     try:
@@ -131,6 +148,13 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
     p.add_argument("--batch-size", type=positive_int, default=256)
+    add_precision_flag(p)
+
+
+def add_precision_flag(p: argparse.ArgumentParser) -> None:
+    """--mixed-precision for sampling: the network under bf16 autocast (training/precision.py)."""
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "auto"), default="no",
+                   help="run the network in bf16 autocast (auto: where the CPU has native bf16); default no (float32)")
 
 
 def add_guidance_flags(p: argparse.ArgumentParser) -> None:

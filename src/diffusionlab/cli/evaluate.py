@@ -13,8 +13,8 @@ from typing import Any
 from .. import validation as v
 from ..evaluation.quality import describe as describe_quality, summary as _fmt_quality
 from ..errors import ConfigError, DataError
-from .args import (add_guidance_flags, add_sampler_options, check_sampling_memory, positive_int, sampler_and_steps,
-                   sampler_options, seed)
+from .args import (add_guidance_flags, add_precision_flag, add_sampler_options, check_sampling_memory, positive_int,
+                   sampler_and_steps, sampler_options, seed)
 from .outputs import add_overwrite_flag, check_output_file
 from .upsample import add_aug_level
 
@@ -61,6 +61,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--no-clip", action="store_true", help="do not clip the x0 prediction to the data range")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    add_precision_flag(e)
     e.add_argument("--checkpoint", metavar="DIR", help="a specific checkpoint folder (default: the newest)")
     e.add_argument("--json", metavar="FILE", help="where to write the full report (default: beside the run/samples)")
     add_overwrite_flag(e, "the report")
@@ -200,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     if not is_npz:
         from ..runs import load_run
 
-        run = load_run(target, Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema)
+        run = load_run(target, Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema,
+                       mixed_precision=args.mixed_precision)
         if run.superres is not None:
             return evaluate_upsampler(args, run, target, options)
     if args.aug_level is not None:

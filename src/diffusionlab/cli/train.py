@@ -10,8 +10,8 @@ from typing import Any, Callable
 from ..data import DATASETS, SPLITS
 from ..errors import ConfigError
 from .args import int_list, positive_float, positive_int
-from .run_args import (add_run_arguments, layered, print_result, progress_mode, put_budget, resume_dir,
-                       trained)
+from .run_args import (add_run_arguments, launched, layered, print_result, progress_mode, put_budget,
+                       resume_dir, trained)
 
 # (flag, config section, key, type, help) -- command-line overrides of the usual hyper-parameters. The process
 # settings' flags are not listed here: they come from each family's declared settings (processes/registry.py).
@@ -43,7 +43,8 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--warmup-steps", "train", "warmup_steps", int, "linear learning-rate warm-up steps"),
     ("--grad-clip", "train", "grad_clip", float, "gradient-norm clipping (0 disables)"),
     ("--ema-decay", "train", "ema_decay", float, "EMA decay"),
-    ("--mixed-precision", "train", "mixed_precision", str, "no, bf16 or fp16"),
+    ("--mixed-precision", "train", "mixed_precision", str, "auto (the default: bf16 where the CPU or GPU has it, "
+                                                               "else float32), no, bf16 or fp16"),
     ("--log-every", "train", "log_every", positive_int, "log metrics every N steps"),
     ("--sample-every", "train", "sample_every", positive_int, "write a sample grid every N steps"),
     ("--checkpoint-every", "train", "checkpoint_every", positive_int, "write a checkpoint every N steps"),
@@ -177,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     from .baseline import run_train
 
     cfg, run_dir, resume = config_for_train(args)
+    rc = launched(args, run_dir)
+    if rc is not None:
+        return rc
     if isinstance(cfg, BaselineRunConfig):
         return run_train(args, cfg, run_dir, resume)
     res = trained("train", lambda: train(cfg, run_dir, resume=resume, progress=progress_mode(args),
@@ -262,6 +266,9 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.trainer import train_autoencoder
 
     cfg, run_dir, resume = config_for_autoencoder(args)
+    rc = launched(args, run_dir)
+    if rc is not None:
+        return rc
     res = trained("train-autoencoder", lambda: train_autoencoder(cfg, run_dir, resume=resume, progress=progress_mode(args),
                                                                  allow_change=args.allow_change), run_dir)
     if not res.is_main_process:

@@ -25,6 +25,7 @@ from .vlb import VARIANCES, _at, bits_per_dim, reverse_mean, vlb_term
 
 LOSSES = ("simple", "hybrid", "vlb")
 TIMESTEP_SAMPLING = ("auto", "uniform", "importance")
+WEIGHTINGS = ("none", "min_snr")
 DEFAULT_STEPS = 50  # DDIM-50 (Song et al. 2021, Table 1's middle column) unless the user says otherwise
 
 
@@ -129,10 +130,14 @@ class GaussianDiffusion:
         Setting("loss", "simple", str, "training loss (hybrid: L_simple + vlb_weight L_vlb)", LOSSES),
         Setting("vlb_weight", 0.001, float, "lambda of the hybrid loss (iDDPM section 3.1)"),
         Setting("timestep_sampling", "auto", str, "law of t (auto: importance for loss vlb)", TIMESTEP_SAMPLING),
+        Setting("weighting", "none", str, "weight of L_simple over t (min_snr: Min-SNR-gamma, Hang et al. 2023)",
+                WEIGHTINGS),
+        Setting("snr_gamma", 5.0, float, "gamma of the min_snr weighting (the paper's default: 5)"),
     )
 
     def __init__(self, schedule: str = "cosine", T: int = 1000, prediction: str = "eps", variance: str = "beta_tilde",
-                 loss: str = "simple", vlb_weight: float = 0.001, timestep_sampling: str = "auto"):
+                 loss: str = "simple", vlb_weight: float = 0.001, timestep_sampling: str = "auto",
+                 weighting: str = "none", snr_gamma: float = 5.0):
         self.schedule_name = schedule
         self.schedule = make_schedule(schedule, T)
         self.prediction = PredictionType.parse(prediction)
@@ -150,7 +155,11 @@ class GaussianDiffusion:
             raise ConfigError(f"timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLING)}, got {timestep_sampling!r}")
         self.variance, self.loss_type, self.vlb_weight = variance, loss, float(vlb_weight)
         self.pixel_decoder = loss != "simple"  # L_vlb's L_0 is a discretized Gaussian over the 256 pixel bins
-        self.timestep_sampling = timestep_sampling
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if not snr_gamma > 0:
+            raise ConfigError(f"snr_gamma must be > 0, got {snr_gamma}")
+        self.timestep_sampling, self.weighting, self.snr_gamma = timestep_sampling, weighting, float(snr_gamma)
         self.path = DiscreteVPPath(self.schedule)
 
     @property
@@ -171,7 +180,7 @@ class GaussianDiffusion:
         """JSON-serialisable settings (inverse of `GaussianDiffusion(**config)`)."""
         return {"schedule": self.schedule_name, "T": self.T, "prediction": self.prediction.value,
                 "variance": self.variance, "loss": self.loss_type, "vlb_weight": self.vlb_weight,
-                "timestep_sampling": self.timestep_sampling}
+                "timestep_sampling": self.timestep_sampling, "weighting": self.weighting, "snr_gamma": self.snr_gamma}
 
     def default_steps(self, sampler: str) -> int:
         """T for ancestral sampling (Algorithm 2 on the whole chain); else 50, at most T on DDIM's discrete grid."""
@@ -204,6 +213,18 @@ class GaussianDiffusion:
         alpha, sigma = _at(self.schedule.alpha_bar.sqrt(), t, x0), _at((1 - self.schedule.alpha_bar).sqrt(), t, x0)
         return from_prediction(Prediction(x0, eps), self.prediction, alpha, sigma)
 
+    def simple_weight(self, t: Tensor) -> Tensor:
+        """The weight of L_simple at steps t: 1, or Min-SNR-gamma (Hang et al. 2023, eq. 6): min(SNR_t, gamma) on the
+        x0 error, which is the `prediction`'s squared error times min(SNR, gamma) / SNR (eps), min(SNR, gamma) (x0) or
+        min(SNR, gamma) / (SNR + 1) (v), since ||eps error||^2 = SNR ||x0 error||^2 and ||v error||^2 = (SNR + 1)
+        ||x0 error||^2 at alpha^2 + sigma^2 = 1."""
+        if self.weighting == "none":
+            return torch.ones(t.shape, dtype=torch.float64, device=t.device)
+        abar = self.schedule.alpha_bar.to(t.device, torch.float64)[t.long()]  # index t is step t (schedules.py)
+        snr = abar / (1 - abar)
+        per_x0 = {PredictionType.EPS: snr, PredictionType.X0: torch.ones_like(snr), PredictionType.V: snr + 1}
+        return snr.clamp(max=self.snr_gamma) / per_x0[self.prediction]
+
     def loss(self, net: Network, x0: Tensor, t: Tensor, eps: Tensor, y: Tensor | None = None) -> Tensor:
         """Per-example training loss at steps t (the configured L_simple, hybrid or L_vlb)."""
         x_t = q_sample(self.schedule, x0, t, eps)
@@ -214,6 +235,8 @@ class GaussianDiffusion:
             out, v = out.chunk(2, dim=1)
         # Algorithm 1, line 5: || target - net(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2, mean over pixels.
         mse = ((out - self.target(x0, t, eps)) ** 2).flatten(1).mean(1)
+        if self.weighting != "none":
+            mse = mse * self.simple_weight(t).to(mse)
         if self.loss_type == "simple":
             return mse
         # One-sample estimate of L_vlb = sum_t L_{t-1}: T * L_{t-1} at the drawn t, in bits/dim.

@@ -18,6 +18,7 @@ from .. import validation as v
 from ..errors import ConfigError
 from ..processes import registry
 from ..processes.base import Process
+from .precision import MIXED_PRECISION
 
 
 @dataclass
@@ -42,7 +43,6 @@ class DataConfig:
             raise ConfigError("data.source must name a dataset, got ''")
 
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
 
 # The process section before issue 13 held every family's keys, the unused ones None (or DDPM's when another family
 # was chosen). A config.json written then has exactly these keys; its foreign keys are dropped when it is read.
@@ -104,7 +104,7 @@ class OptimConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True
     seed: int = 0
-    mixed_precision: str = "no"  # one of MIXED_PRECISION (through HF Accelerate)
+    mixed_precision: str = "auto"  # one of MIXED_PRECISION (through HF Accelerate); "auto": precision.py
     class_conditional: bool = False
     text_conditional: bool = False  # condition on the data's captions (a text encoder trained jointly, GLIDE)
     label_dropout: float = 0.1  # p_uncond for classifier-free guidance (Ho & Salimans 2022): labels or captions

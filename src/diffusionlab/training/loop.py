@@ -45,6 +45,7 @@ from .config import OptimConfig
 from .determinism import BatchStream, derive_seed, generator
 from .drift import check_changes, config_changes
 from .ema import EMA
+from .precision import PrecisionChoice, resolve_mixed_precision
 from .rundir import (CONFIG, METRICS, RunLock, append_jsonl, check_run_dir, clean_run_dir, fsync_file,
                      prepare_run_dir, record, sync_config, truncate_metrics)
 
@@ -152,16 +153,19 @@ def format_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def make_accelerator(tc: OptimConfig) -> Accelerator:
-    """HF Accelerate on the GPU when there is one, else on the CPU (which is what lets it run gloo processes)."""
+def make_accelerator(tc: OptimConfig) -> tuple[Accelerator, PrecisionChoice]:
+    """HF Accelerate on the GPU when there is one, else on the CPU (which is what lets it run gloo processes), in the
+    precision `tc.mixed_precision` resolves to here (precision.py). "auto" is replaced by that choice in `tc`, so
+    the run's config.json records what it trained in and a resume keeps it."""
     on_cpu = os.environ.get("DIFFUSIONLAB_CPU") == "1" or not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=on_cpu)
-    if tc.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise ConfigError("fp16 mixed precision needs a GPU; use bf16 on CPU")
+    device_type = "cpu" if on_cpu else "cuda" if torch.cuda.is_available() else "mps"
+    choice = resolve_mixed_precision(tc.mixed_precision, device_type)
+    tc.mixed_precision = choice.mixed_precision
+    accelerator = Accelerator(mixed_precision=choice.mixed_precision, cpu=on_cpu)
     if tc.batch_size % accelerator.num_processes:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes "
                           f"({accelerator.num_processes})")
-    return accelerator
+    return accelerator, choice
 
 
 def run_training(tc: OptimConfig, run_dir: Path, make_task: Callable[[Accelerator], TrainingTask], *,
@@ -230,7 +234,8 @@ class _Run:
     def train(self, make_task: Callable[[Accelerator], TrainingTask]) -> TrainResult:
         """Lock the run directory, build the task, restore or create the run, and train."""
         tc = self.tc
-        self.accelerator = accelerator = make_accelerator(tc)
+        accelerator, self.precision = make_accelerator(tc)
+        self.accelerator = accelerator
         self.main = accelerator.is_main_process
         lock = RunLock(self.run_dir)
         existed = self.run_dir.exists()
@@ -374,7 +379,8 @@ class _Run:
             prepare_run_dir(run_dir, task.config, self.resume, task.files)
             truncate_metrics(self.metrics_path, start)
             if not self.resume:
-                self.event("started", 0, version=__version__)
+                self.event("started", 0, version=__version__, mixed_precision=self.precision.mixed_precision,
+                           precision_reason=self.precision.reason, threads=torch.get_num_threads())
         accelerator.wait_for_everyone()
 
         task.model, task.optimizer = accelerator.prepare(task.model, task.optimizer)
@@ -392,7 +398,8 @@ class _Run:
         if main:
             what = f"{tc.steps} steps" if tc.steps is not None else f"{tc.minutes} min"
             print(f"training {task.description} -> {run_dir}  "
-                  f"[{what}, batch {tc.batch_size} on {world} process(es), {accelerator.device}]", flush=True)
+                  f"[{what}, batch {tc.batch_size} on {world} process(es), {accelerator.device}, "
+                  f"{torch.get_num_threads()} thread(s), {self.precision}]", flush=True)
 
         t0 = time.perf_counter()
         log_t, log_step, sums, loss_n, last_loss = t0, start, {}, 0, float("nan")

@@ -1,0 +1,93 @@
+"""Benchmark: achieved FLOP/s of a training step of the `mnist` preset's UNet, as a share of the measured matmul peak
+of this CPU, in float32 and in bf16 autocast.
+
+- Peak: the median time of a square matrix product (N = 2048, 2 N^3 FLOPs) in float32 and in bf16, after warm-up.
+- Step: forward + MSE + backward + AdamW at batch 64 (bench_unet.make_train_step); its FLOPs are counted by
+  `torch.utils.flop_counter.FlopCounterMode` (convolutions, matrix products and attention, forward and backward: the
+  arithmetic the step cannot avoid; elementwise work is not counted).
+
+    .venv/bin/python benchmarks/bench_flops.py [--threads 2] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_unet import make_train_step  # noqa: E402
+from report import machine, publish  # noqa: E402
+
+from diffusionlab.models import UNet, UNetConfig  # noqa: E402
+from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
+
+HEADING = "## Achieved FLOP/s of a training step (issue 18)"
+
+
+def median_seconds(fn, warmup: int = 2, repeats: int = 7) -> float:
+    """Median wall-clock seconds of fn() after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048) -> float:
+    """FLOP/s of an n x n matrix product in `dtype`."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    return 2 * n**3 / median_seconds(lambda: torch.mm(a, b))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = UNetConfig(image_size=28, in_channels=1, out_channels=2, base_channels=32, channel_mult=(1, 2, 2),
+                     num_res_blocks=1, attention_resolutions=(7,), num_heads=4)
+    x, t = torch.randn(args.batch, 1, 28, 28), torch.randint(1, 1001, (args.batch,)).float()
+    target = torch.randn(args.batch, 2, 28, 28)
+    rows = []
+    for name, dtype, bf16 in (("float32", torch.float32, False), ("bf16 autocast", torch.bfloat16, True)):
+        step = make_train_step(UNet(cfg), x, t, target, bf16)
+        step()
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+        seconds = median_seconds(step)
+        peak = matmul_peak(dtype)
+        rows.append(f"| {name} | {flops / 1e9:.2f} | {seconds * 1e3:.1f} | {args.batch / seconds:.0f} | "
+                    f"{flops / seconds / 1e9:.1f} | {peak / 1e9:.1f} | {100 * flops / seconds / peak:.1f}% |")
+        print(rows[-1], flush=True)
+    cmd = "python benchmarks/bench_flops.py " + " ".join(argv or sys.argv[1:])
+    body = "\n".join([
+        f"- Date: {_dt.date.today().isoformat()}; machine: {machine()}; CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {', '.join(cpu_bf16_flags()) or 'none'}",
+        f"- Command: `{cmd}` ({args.threads} threads; the mnist preset's UNet, 1,113,090 parameters, batch "
+        f"{args.batch}; a training step is forward + MSE + backward + AdamW; FLOPs counted by FlopCounterMode; peak = "
+        "2 N^3 / time of a 2048 x 2048 matrix product in the same dtype; medians of 7 after 2 warm-ups)",
+        "",
+        "| precision | GFLOP per step | ms per step | images/s | achieved GFLOP/s | matmul peak GFLOP/s | share of peak |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ])
+    publish(HEADING, body, args.write)
+
+
+if __name__ == "__main__":
+    main()

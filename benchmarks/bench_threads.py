@@ -1,0 +1,143 @@
+"""Benchmark: training throughput of the `mnist` preset under each way of using (and sharing) the CPU's cores.
+
+Each configuration trains the preset through the CLI for a fixed wall-clock budget and reads its it/s from
+metrics.jsonl (median of the 5-step windows after the first); configurations run one after the other, never beside
+another benchmark. What it measures:
+
+- one job alone with N threads, in float32 and in bf16, with OpenMP's default (spinning) and PASSIVE wait policy;
+- data parallelism on one machine: 2 processes x 1 thread (torchrun + Accelerate, gloo) against 1 process x 2 threads;
+- two jobs at once (what a user does who starts a second run): both with 2 threads (the thrash), with PASSIVE, with 1
+  thread each, and with the default `--threads` planning (the second job starts after the first is running).
+
+    .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist [--seconds 45] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import cpu_name, write_section  # noqa: E402
+
+HEADING = "## Threads, processes and a shared CPU"
+PY = sys.executable
+
+
+def train_cmd(out: Path, data_dir: str, seconds: float, precision: str, threads: int | None) -> list[str]:
+    """The CLI call for one timed job."""
+    cmd = ["-m", "diffusionlab.cli", "train", "--preset", "mnist", "--data-dir", data_dir, "--minutes",
+           f"{seconds / 60:.4f}", "--out", str(out), "--log-every", "5", "--sample-every", "1000000",
+           "--checkpoint-every", "1000000", "--mixed-precision", precision, "--progress", "lines"]
+    return cmd + (["--threads", str(threads)] if threads else [])
+
+
+def its(run: Path) -> float:
+    """Median it/s of the run's logged windows after the first (warm-up)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rates = [r["it_per_s"] for r in rows[1:]] or [r["it_per_s"] for r in rows]
+    return statistics.median(rates)
+
+
+def launch(cmd: list[str], env: dict[str, str], torchrun: int = 0) -> subprocess.Popen:
+    """Start one job (under torchrun with `torchrun` processes when > 0)."""
+    prefix = [PY] if not torchrun else [str(Path(PY).with_name("torchrun")), "--standalone", "--nproc_per_node",
+                                         str(torchrun)]
+    return subprocess.Popen(prefix + cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p: subprocess.Popen) -> str:
+    """Wait for a job; its stderr (the warnings) or an error."""
+    out, err = p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"job failed ({p.returncode}): {err[-2000:]}")
+    return err
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--seconds", type=float, default=45.0, help="training budget of each job")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_threads_"))
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    active, passive = {**base, "OMP_WAIT_POLICY": "ACTIVE"}, {**base, "OMP_WAIT_POLICY": "PASSIVE"}
+    rows: list[list[str]] = []
+    n = 0
+
+    def job(name: str) -> Path:
+        nonlocal n
+        n += 1
+        return tmp / f"{n:02d}-{name}"
+
+    def one(label: str, precision: str, threads: int | None, env: dict[str, str], procs: int = 0) -> None:
+        out = job(label)
+        e = {**env, "OMP_NUM_THREADS": "1"} if procs else env
+        err = finish(launch(train_cmd(out, args.data_dir, args.seconds, precision, None if procs else threads), e,
+                            procs))
+        r = its(out)
+        rows.append([label, precision, "1" if not procs else str(procs), str(threads), f"{r:.2f}", f"{r:.2f}",
+                     "yes" if "warning: other processes" in err else "no"])
+        print(rows[-1], file=sys.stderr, flush=True)
+
+    def two(label: str, precision: str, threads: int | None, env: dict[str, str], stagger: float = 0.0) -> None:
+        a, b = job(label + "-a"), job(label + "-b")
+        pa = launch(train_cmd(a, args.data_dir, args.seconds, precision, threads), env)
+        time.sleep(stagger)
+        pb = launch(train_cmd(b, args.data_dir, args.seconds, precision, threads), env)
+        errs = [finish(pa), finish(pb)]
+        ra, rb = its(a), its(b)
+        rows.append([label, precision, "2 jobs", "default" if threads is None else str(threads),
+                     f"{ra:.2f} + {rb:.2f}", f"{ra + rb:.2f}",
+                     ", ".join("yes" if "warning: other processes" in e else "no" for e in errs)])
+        print(rows[-1], file=sys.stderr, flush=True)
+
+    load_before = os.getloadavg()[0]
+    one("alone, 2 threads", "no", 2, active)
+    one("alone, 2 threads", "bf16", 2, active)
+    one("alone, 2 threads, PASSIVE", "bf16", 2, passive)
+    one("alone, 1 thread", "bf16", 1, active)
+    one("data-parallel, 2 processes x 1 thread", "bf16", 1, active, procs=2)
+    two("two jobs, 2 threads each", "bf16", 2, active, stagger=15)
+    two("two jobs, 2 threads each, PASSIVE", "bf16", 2, passive, stagger=15)
+    two("two jobs, 1 thread each", "bf16", 1, active, stagger=15)
+    two("two jobs, default --threads", "bf16", None, active, stagger=15)
+    two("two jobs, default --threads, PASSIVE", "bf16", None, passive, stagger=15)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    head = ["configuration", "precision", "processes", "threads", "it/s (each job)", "it/s (total)", "warned"]
+    table = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                      + ["| " + " | ".join(r) + " |" for r in rows])
+    print(table)
+    if args.write:
+        cmd = "python benchmarks/bench_threads.py " + " ".join(argv or sys.argv[1:])
+        body = "\n".join([
+            f"- Date: {_dt.date.today().isoformat()}",
+            f"- Machine: {cpu_name()}, {os.cpu_count()} cores, CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; torch {torch.__version__}, Python {platform.python_version()}",
+            f"- Command: `{cmd}` (each job trains the `mnist` preset for {args.seconds:.0f} s, batch 64; it/s is the "
+            f"median of 5-step windows after the first; 1-min load average {load_before:.1f} before)",
+            "- Two jobs: the second starts 15 s after the first, the way a user starts a second run; `warned` says "
+            "whether each job printed the shared-CPU warning.",
+            "",
+            table,
+        ])
+        write_section(HEADING, body)
+
+
+if __name__ == "__main__":
+    main()
