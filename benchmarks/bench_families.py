@@ -1,4 +1,4 @@
-"""Every family side by side (issue 17, SPEC.md section 9): DDPM in pixels, the latent model, flow matching, GAN,
+"""Every family side by side (issue 17, docs/maths.md section 9): DDPM in pixels, the latent model, flow matching, GAN,
 VAE and normalizing flow, each trained for the same wall-clock minutes one after the other on one machine, then
 scored the same way.
 

@@ -23,11 +23,13 @@ from report import machine, publish, score_row, train_each  # noqa: E402
 
 HEADING = "## The mnist recipe at an equal budget (issue 18)"
 ROWS: dict[str, tuple[list[str], str]] = {
-    "preset-fp32": (["--mixed-precision", "no"], "the preset before issue 18 (float32)"),
-    "preset-bf16": (["--mixed-precision", "bf16"], "bf16 autocast (what auto picks on this CPU)"),
+    "preset-fp32": (["--mixed-precision", "no", "--weighting", "none"], "the preset before issue 18 (float32)"),
+    "preset-bf16": (["--mixed-precision", "bf16", "--weighting", "none"], "bf16 autocast (what auto picks on this CPU)"),
     "min-snr": (["--mixed-precision", "bf16", "--weighting", "min_snr"], "bf16 + Min-SNR-5 weighting"),
     "lr2e-3": (["--mixed-precision", "bf16", "--lr", "2e-3"], "bf16 + lr 2e-3"),
     "batch128": (["--mixed-precision", "bf16", "--batch-size", "128", "--lr", "1.5e-3"], "bf16 + batch 128, lr 1.5e-3"),
+    "lognormal": (["--mixed-precision", "bf16", "--timestep-sampling", "lognormal"],
+                  "bf16 + EDM's lognormal noise levels"),
     "ema9995": (["--mixed-precision", "bf16", "--ema-decay", "0.9995"], "bf16 + EMA decay 0.9995"),
     "simple-loss": (["--mixed-precision", "bf16", "--variance", "beta_tilde", "--loss", "simple"],
                     "bf16 + fixed variance, L_simple"),

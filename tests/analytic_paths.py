@@ -1,6 +1,6 @@
 """A continuous Gaussian path with derivatives and its Bayes-optimal network, for the time-space solver tests.
 
-`OTPath` is flow matching's conditional OT path (`processes.flow.OTFlowPath`, SPEC.md section 6: t = 0 noise,
+`OTPath` is flow matching's conditional OT path (`processes.flow.OTFlowPath`, docs/maths.md section 6: t = 0 noise,
 t = 1 data): x_t = alpha(t) x1 + sigma(t) x0 with alpha(t) = t, sigma(t) = 1 - (1 - sigma_min) t.
 """
 

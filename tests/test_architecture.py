@@ -147,3 +147,19 @@ def test_sampler_options_refuse_nonsense_in_one_line() -> None:
     with pytest.raises(ConfigError, match="corrector-steps"):
         sampler_spec("langevin").check("langevin", SamplerOptions(corrector_steps=0))
     sampler_spec("pc").check("pc", SamplerOptions(corrector_steps=0))  # pc without corrector is the reverse SDE
+
+
+def test_every_cited_section_of_the_maths_doc_exists() -> None:
+    """The code cites docs/maths.md (it travels with the code; a clone has no SPEC.md): every "docs/maths.md section N"
+    in the source, the tests and the README names a section that the page has."""
+    import re
+
+    root = SRC.parents[1]
+    headings = set(re.findall(r"^## (\d+)\. ", (root / "docs" / "maths.md").read_text(), re.M))
+    assert headings == {str(i) for i in range(1, 13)}
+    cited: set[str] = set()
+    for path in [*SRC.rglob("*.py"), *(root / "tests").glob("*.py"), root / "README.md"]:
+        for m in re.finditer(r"docs/maths\.md sections? ([\d, -]+(?:and \d+)?)", path.read_text()):
+            cited.update(re.findall(r"\d+", m.group(1)))
+    assert cited and cited <= headings, sorted(cited - headings)
+    assert "SPEC.md" not in (root / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""The baselines diffusion is compared against (SPEC.md section 9), held to their papers' closed forms:
+"""The baselines diffusion is compared against (docs/maths.md section 9), held to their papers' closed forms:
 
 - GAN: for a fixed generator, the discriminator trained with our loss reaches D* = p_data / (p_data + p_g)
   (Goodfellow et al. 2014, Proposition 1); the game with the non-saturating loss moves G's moments to a 1-D mixture's.
@@ -273,6 +273,7 @@ def test_train_sample_evaluate_through_the_cli(kind: str, tmp_path: Path):
     assert p.returncode == 0, p.stderr
     images = np.load(out)["images"]
     assert images.shape == (20, 8, 8) and images.dtype == np.uint8 and (tmp_path / "s.png").is_file()
+    assert np.array_equal(np.load(out)["labels"], np.full(20, 3))  # the class of every sample is stored
     again = tmp_path / "t.npz"
     assert run_cli("sample", str(run), "--n", "20", "--class", "3", "--out", str(again)).returncode == 0
     assert np.array_equal(np.load(again)["images"], images)  # the same seed, the same images

@@ -1,4 +1,4 @@
-"""The model families' Gaussian paths and losses against closed forms (SPEC.md sections 5-6; Song et al. 2021).
+"""The model families' Gaussian paths and losses against closed forms (docs/maths.md sections 5-6; Song et al. 2021).
 
 Flow matching (OT path), the VP and VE score SDEs and NCSN are all x_t = alpha(t) x0 + sigma(t) eps with a
 regression target. For Gaussian data x0 ~ N(m, s^2 I) the best network output E[target | x_t] is affine in
@@ -68,8 +68,8 @@ def test_flow_path_endpoints_are_the_noise_and_the_data():
     proc = PROCESSES["flow"]
     x0, eps = gaussian_draws(n=8)
     zero, one = torch.zeros(8, dtype=F64), torch.ones(8, dtype=F64)
-    assert proc.path.t_noise == 0.0 and proc.path.t_data == 1.0  # SPEC section 6: t = 0 noise, t = 1 data
-    assert torch.equal(proc.x_t(x0, zero, eps), eps)  # psi_0(x0) = x0 (SPEC's noise)
+    assert proc.path.t_noise == 0.0 and proc.path.t_data == 1.0  # docs/maths.md section 6: t = 0 noise, t = 1 data
+    assert torch.equal(proc.x_t(x0, zero, eps), eps)  # psi_0(x0) = x0 (the noise, docs/maths.md section 6)
     assert torch.allclose(proc.x_t(x0, one, eps), x0 + 1e-4 * eps, atol=1e-15)  # psi_1 = x1 + sigma_min x0
 
 
@@ -93,7 +93,7 @@ def test_flow_target_is_the_time_derivative_of_the_conditional_path():
     d_psi = (proc.x_t(x0, t + h, eps) - proc.x_t(x0, t - h, eps)) / (2 * h)
     target = proc.target(x0, t, eps)
     assert torch.allclose(target, d_psi, atol=1e-8)
-    # SPEC section 6 in its own names (x1 = data = our x0, x0 = noise = our eps): x1 - (1 - sigma_min) x0.
+    # docs/maths.md section 6 in its own names (x1 = data = our x0, x0 = noise = our eps): x1 - (1 - sigma_min) x0.
     assert torch.allclose(target, x0 - (1 - 1e-4) * eps, atol=1e-15)
 
 
@@ -183,7 +183,7 @@ def test_dsm_minimiser_matches_the_analytic_score(name: str):
 
 @pytest.mark.parametrize("name", ["ncsn", "vpsde", "vesde"])
 def test_dsm_loss_is_the_sigma_squared_weighted_score_matching_loss(name: str):
-    """SPEC section 5: sigma^2 || s_theta(x_t) + eps / sigma ||^2 with s_theta = -eps_theta / sigma (per example)."""
+    """docs/maths.md section 5: sigma^2 || s_theta(x_t) + eps / sigma ||^2 with s_theta = -eps_theta / sigma (per example)."""
     proc = PROCESSES[name]
     x0, eps = gaussian_draws(seed=4, n=64)
     t = proc.draw_t(64, torch.Generator().manual_seed(0))

@@ -194,7 +194,7 @@ def test_sde_dpm_solver_reproduces_the_gaussian_at_second_order() -> None:
 
 
 def test_annealed_langevin_reproduces_the_gaussian() -> None:
-    """SPEC section 5 with L = 10 levels 80..0.05, T = 100, eps = 2e-3, and the final denoising step."""
+    """docs/maths.md section 5 with L = 10 levels 80..0.05, T = 100, eps = 2e-3, and the final denoising step."""
     sigmas = loguniform_sigmas(10, 0.05, SMAX)
     model = NFECounter(ve(GAUSS))
     x = sample_langevin(model, SMAX * start(20_000, seed=4), sigmas, step_eps=2e-3, n_steps_each=100,

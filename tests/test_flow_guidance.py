@@ -1,4 +1,4 @@
-"""Classifier-free guidance on a flow-matching model's velocity (SPEC.md sections 4 and 6).
+"""Classifier-free guidance on a flow-matching model's velocity (docs/maths.md sections 4 and 6).
 
 `ClassifierFreeGuidance` combines x0_hat and eps_hat; on any Gaussian path the velocity is linear in them at
 fixed (x_t, t) (v = alpha'(t) x0_hat + sigma'(t) eps_hat), so the guided velocity must be exactly

@@ -1,4 +1,4 @@
-"""The DDPM forward process against independent derivations (SPEC.md section 1; Ho et al. 2020).
+"""The DDPM forward process against independent derivations (docs/maths.md section 1; Ho et al. 2020).
 
 q(x_t | x0) moments by simulation, the posterior q(x_{t-1} | x_t, x0) against Bayes' rule computed
 two independent ways, the Gaussian KL against torch.distributions, and L_simple against its definition

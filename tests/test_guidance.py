@@ -1,4 +1,4 @@
-"""Exact-target tests of classifier-free and classifier guidance (SPEC.md section 4).
+"""Exact-target tests of classifier-free and classifier guidance (docs/maths.md section 4).
 
 The data is a two-class Gaussian mixture whose components are the classes, so the class-conditional and
 the unconditional optimal denoisers are both known in closed form (`ConditionalAnalyticNet`), and so is

@@ -60,6 +60,8 @@ def test_guided_sampling(runs: dict[str, Path], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "NFE 4 per sample" in proc.stdout and "S = 3 (2 network passes, batched per NFE)" in proc.stdout
     assert images_of(tmp_path / "g.npz").shape == (6, 8, 8) and (tmp_path / "g.png").exists()
+    with np.load(tmp_path / "g.npz", allow_pickle=False) as f:  # --class all: classes 0, 1, 2, ... in turn, stored
+        assert np.array_equal(f["labels"], np.arange(6) % 10) and f["labels"].dtype == np.int64
     # S = 0 is the unconditional model: the same images as sampling without --class, draw for draw.
     run_cli("sample", cond, "--n", "4", "--steps", "4", "--class", "3", "--guidance-scale", "0", "--out", str(tmp_path / "s0.npz"))
     run_cli("sample", cond, "--n", "4", "--steps", "4", "--out", str(tmp_path / "u.npz"))

@@ -1,4 +1,4 @@
-"""Latent diffusion (Rombach et al. 2022; SPEC.md section 7): the codecs, the KL autoencoder and its training, and
+"""Latent diffusion (Rombach et al. 2022; docs/maths.md section 7): the codecs, the KL autoencoder and its training, and
 diffusion models trained, resumed, sampled and evaluated in its latent space, with one-line errors for bad input."""
 
 from __future__ import annotations

@@ -49,3 +49,18 @@ def test_no_weighting_is_plain_l_simple():
         GaussianDiffusion("cosine", 100, "v", weighting="min_snr", snr_gamma=0.0)
     with pytest.raises(ConfigError, match="weighting"):
         GaussianDiffusion("cosine", 100, "v", weighting="p2")
+
+
+def test_lognormal_timesteps_follow_edm_noise_levels():
+    """EDM's training law (Karras et al. 2022, Table 1: ln sigma~ ~ N(-1.2, 1.2^2)) carried to the nearest discrete
+    step of the cosine schedule: the drawn steps' ln(sigma / alpha) has that mean and spread, to within the grid."""
+    proc = GaussianDiffusion("cosine", 1000, "v", timestep_sampling="lognormal")
+    t, _ = proc.draw((200_000, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert t.min() >= 1 and t.max() <= 1000 and t.dtype == torch.long
+    abar = proc.schedule.alpha_bar[t]
+    log_ratio = 0.5 * torch.log((1 - abar) / abar)
+    # SE of the mean 1.2 / sqrt(2e5) = 0.003; the grid's steps are 0.01-0.02 apart in log sigma~ here.
+    assert abs(log_ratio.mean().item() + 1.2) < 0.02, log_ratio.mean()
+    assert abs(log_ratio.std().item() - 1.2) < 0.02, log_ratio.std()
+    uniform, _ = GaussianDiffusion("cosine", 1000, "v").draw((200_000, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert abs(uniform.double().mean().item() - 500.5) < 3  # the default law is unchanged: U{1..T}

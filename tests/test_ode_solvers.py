@@ -1,4 +1,4 @@
-"""Time-space ODE solvers (euler, midpoint, heun, rk4, adaptive) on the flow-matching OT path (SPEC.md section 6).
+"""Time-space ODE solvers (euler, midpoint, heun, rk4, adaptive) on the flow-matching OT path (docs/maths.md section 6).
 
 Driven by `Denoiser.velocity` of the exact network of Gaussian and mixture data on the OT path. For Gaussian data
 the flow from t = 0 (x ~ N(0, I), exactly q_0) is x(1) = mu + x(0) sqrt(S^2 + sigma_min^2): the exact target,

@@ -1,4 +1,4 @@
-"""Exact conversions between what a network can predict (SPEC.md section 1), the model contract, and the
+"""Exact conversions between what a network can predict (docs/maths.md section 1), the model contract, and the
 analytic Bayes-optimal denoiser (Tweedie's formula) that the exact-target sampler tests rely on."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def test_velocity_round_trip_on_a_continuous_path(path: str) -> None:
         sg = lambda t: math.sin(math.pi * t / 2)  # noqa: E731
         dal = lambda t: -math.pi / 2 * math.sin(math.pi * t / 2)  # noqa: E731
         dsg = lambda t: math.pi / 2 * math.cos(math.pi * t / 2)  # noqa: E731
-    else:  # flow matching (SPEC section 6): x_t = t x1 + (1 - (1 - sigma_min) t) x0, data x1 plays "x0" here
+    else:  # flow matching (docs/maths.md section 6): x_t = t x1 + (1 - (1 - sigma_min) t) x0, data x1 plays "x0" here
         al, sg = (lambda t: t), (lambda t: 1 - (1 - sigma_min) * t)
         dal, dsg = (lambda t: 1.0), (lambda t: -(1 - sigma_min))
     for t in [0.05, 0.3, 0.77, 0.95]:

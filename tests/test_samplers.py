@@ -1,9 +1,9 @@
-"""Exact-target tests of the DDPM and DDIM samplers (SPEC.md sections 1 and 3).
+"""Exact-target tests of the DDPM and DDIM samplers (docs/maths.md sections 1 and 3).
 
 For x0 ~ N(mu, s^2 I) and for a Gaussian mixture the Bayes-optimal noise predictor E[eps | x_t] is known in
 closed form (`diffusionlab.analytic`), so a sampler driven by it must reproduce the data distribution up to
 its own discretisation error. For Gaussian data every step is affine in (x, z), so that discretisation error
-is itself computed exactly here by scalar recursions written from the SPEC formulas; Monte Carlo moments are
+is itself computed exactly here by scalar recursions written from the formulas of docs/maths.md; Monte Carlo moments are
 then compared with tolerances in multiples of their standard errors (SE).
 """
 

@@ -1,4 +1,4 @@
-"""Noise schedules against their closed forms (SPEC.md section 1; Ho et al. 2020, Nichol & Dhariwal 2021)."""
+"""Noise schedules against their closed forms (docs/maths.md section 1; Ho et al. 2020, Nichol & Dhariwal 2021)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the UNet (SPEC.md section 8): shapes, embedding, conditioning, errors, config I/O, learning."""
+"""Tests for the UNet (docs/maths.md section 8): shapes, embedding, conditioning, errors, config I/O, learning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The variational bound, Improved DDPM's learned variance and its losses (SPEC.md sections 1-2).
+"""The variational bound, Improved DDPM's learned variance and its losses (docs/maths.md sections 1-2).
 
 Every term is checked against an independent computation (torch.distributions, scipy's normal CDF),
 and the whole bound against the closed-form NLL of Gaussian data under the Bayes-optimal model.

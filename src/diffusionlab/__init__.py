@@ -1,10 +1,27 @@
 """diffusionlab: train, sample and evaluate diffusion-family generative models.
 
-SPEC.md section -> module:
-  1  schedules.py (beta, alpha, alpha_bar, SNR), processes/gaussian.py (q, posterior, L_simple, KL)
-  1  prediction.py (eps / x0 / v / score / velocity conversions), denoiser.py (the model contract)
-  1  samplers/ddpm.py (Algorithm 2)     3  samplers/ddim.py (DDIM and its inversion)
-  8  models/unet.py                     data/, training/, cli.py
+    import diffusionlab as dl
+    run = dl.load_run("runs/digits")                              # any trained run (api.py)
+    images = run.sample(16, sampler="dpmpp2m", steps=10, seed=0)  # uint8 (N, C, H, W)
+    dl.save_grid(images, "grid.png")
+
+The command line is `diffusionlab` (cli/); docs/architecture.md maps every module, and README.md where each
+equation lives.
 """
 
 __version__ = "0.1.0"
+
+# The Python API (api.py), imported on first use so that `import diffusionlab` stays light (no torch at import).
+_API = {"load_run": "api", "train": "api", "Run": "api", "save_grid": "viz"}
+
+
+def __getattr__(name: str) -> object:
+    """diffusionlab.load_run, .train, .Run (api.py) and .save_grid (viz.py), imported when first used."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'diffusionlab' has no attribute {name!r}")
+
+
+__all__ = ["Run", "__version__", "load_run", "save_grid", "train"]

@@ -11,7 +11,7 @@ x_t = a x0 + b eps with a = sqrt(abar_t), b = sqrt(1 - abar_t), eps ~ N(0, I), e
 and Tweedie's formula ties them to the score: grad log q_t(x_t) = -E[eps | x_t] / b and
 E[x0 | x_t] = (x_t + b^2 grad log q_t(x_t)) / a. These are the minimisers of L_simple (the optimal
 noise predictor), so samplers driven by them must reproduce the data distribution up to their own
-discretisation error: the exact-target tests of SPEC.md sections 1 and 3.
+discretisation error: the exact-target tests of docs/maths.md sections 1 and 3.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Guided models: classifier-free and classifier guidance as `Denoiser`s (SPEC.md section 4).
+"""Guided models: classifier-free and classifier guidance as `Denoiser`s (docs/maths.md section 4).
 
 Guidance changes what the model answers, not how a sampler walks, so both kinds wrap a `Denoiser` and
 override `__call__`: every sampler (and `Denoiser.vp()`, `.score()`) gets them for free.

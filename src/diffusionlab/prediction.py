@@ -1,4 +1,4 @@
-"""What a network output means, and exact conversions between the meanings (SPEC.md section 1).
+"""What a network output means, and exact conversions between the meanings (docs/maths.md section 1).
 
 All conversions are for a Gaussian path x_t = alpha_t x0 + sigma_t eps (alpha_t = sqrt(abar_t) and
 sigma_t = sqrt(1 - abar_t) for DDPM). Because eps, x0, v, score and velocity are all *linear* in
@@ -63,7 +63,7 @@ def v_from(x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
 
 
 def score_from_eps(eps: Tensor, sigma: Tensor) -> Tensor:
-    """grad log q(x_t) = -eps / sigma_t (SPEC.md section 1; Song et al. 2021 eq. 11 for Gaussian kernels)."""
+    """grad log q(x_t) = -eps / sigma_t (docs/maths.md section 1; Song et al. 2021 eq. 11 for Gaussian kernels)."""
     return -eps / sigma
 
 

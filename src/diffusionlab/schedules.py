@@ -1,4 +1,4 @@
-"""Discrete noise schedules of Gaussian diffusion (SPEC.md section 1; Ho et al. 2020, Nichol & Dhariwal 2021).
+"""Discrete noise schedules of Gaussian diffusion (docs/maths.md section 1; Ho et al. 2020, Nichol & Dhariwal 2021).
 
 Convention: every per-step array has length T + 1 and is indexed by the step t itself, so that
 `alpha_bar[t]` is abar_t and `alpha_bar[t - 1]` is abar_{t-1} exactly as in the papers. Index 0 is
@@ -89,7 +89,7 @@ class NoiseSchedule:
 
     @property
     def posterior_log_variance_clipped(self) -> Tensor:
-        """log beta~_t with the -inf at t = 1 replaced by log beta~_2 (iDDPM reference code; SPEC section 2)."""
+        """log beta~_t with the -inf at t = 1 replaced by log beta~_2 (iDDPM reference code; docs/maths.md section 2)."""
         var = self.posterior_variance.clone()
         if self.T >= 2:
             var[1] = var[2]

@@ -8,7 +8,7 @@ on the fly:
     lowres = down_r(blur_b(x0))                      bicubic, anti-aliased, by the factor r (2 or 4)
     z_s    = sqrt(1 - s^2) lowres + s n,  n ~ N(0, I), s ~ U[0, s_max]
 
-z_s is CDM's conditioning augmentation (Ho et al. 2022, section 4.1; SPEC.md section 11): the forward process
+z_s is CDM's conditioning augmentation (Ho et al. 2022, section 4.1; docs/maths.md section 11): the forward process
 q(z_s | z) of a VP path applied to the condition, sqrt(abar_s) lowres + sqrt(1 - abar_s) n, written with the level
 s = sqrt(1 - abar_s), the noise's standard deviation. The network is told s (a constant channel of y). At sampling
 the level is fixed (`aug_level`); a little noise hides the difference between real low-resolution images and a

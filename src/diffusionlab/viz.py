@@ -54,12 +54,19 @@ class SampleWriter:
             self.first.append(images[: self.GRID - kept].clone())
         self.written += len(images)
 
-    def close(self, grid_images: Tensor | None = None, nrow: int | None = None) -> Path:
-        """Finish the .npz (atomically) and write the grid of the first 256 (or of `grid_images`); the grid's path."""
+    def close(self, grid_images: Tensor | None = None, nrow: int | None = None,
+              arrays: dict[str, np.ndarray] | None = None) -> Path:
+        """Finish the .npz (atomically), with `arrays` as further keys (e.g. `labels`), and write the grid of the first
+        256 (or of `grid_images`); the grid's path."""
         if self.written != self.n:
             self.abort()
             raise ValueError(f"{self.written} images written of the {self.n} announced")
         self.member.close()
+        for key, value in (arrays or {}).items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with self.zip.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
         self.zip.close()
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())

@@ -1,4 +1,4 @@
-"""The models diffusion is compared against (SPEC.md section 9): GAN, VAE and normalizing flow, trained, sampled and
+"""The models diffusion is compared against (docs/maths.md section 9): GAN, VAE and normalizing flow, trained, sampled and
 evaluated through the same run directories, loop, checkpoints and commands as the diffusion families.
 
 `KINDS` is the one table of baseline families (config.json's "kind"); each entry is a `BaselineKind` (kind.py).
@@ -33,7 +33,10 @@ KINDS: dict[str, type[BaselineKind]] = {k.name: k for k in (GAN, VAE, Normalizin
 def train_baseline(cfg: BaselineRunConfig, run_dir: Path, resume: bool = False, progress: bool | None = None,
                    allow_change: bool = False) -> TrainResult:
     """Train (or resume) the baseline run in `run_dir` until its step or time budget is spent."""
-    task = KINDS[cfg.kind].task
+    kind = KINDS[cfg.kind]
+    if cfg.train.mixed_precision == "auto" and not kind.auto_bf16:
+        cfg.train.mixed_precision = "no"  # the family's own choice (BaselineKind.auto_bf16), stored as such
+    task = kind.task
     return run_training(cfg.train, Path(run_dir), lambda accelerator: task(cfg, Path(run_dir), accelerator),
                         resume=resume, progress=progress, allow_change=allow_change)
 

@@ -1,4 +1,4 @@
-"""The generative adversarial network (Goodfellow et al. 2014; SPEC.md section 9): the minimax game
+"""The generative adversarial network (Goodfellow et al. 2014; docs/maths.md section 9): the minimax game
 
     min_G max_D  E_x log D(x) + E_z log(1 - D(G(z))),
 

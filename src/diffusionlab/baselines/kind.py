@@ -31,6 +31,8 @@ class BaselineKind:
     title: ClassVar[str]  # one line for people, with the paper
     nll: ClassVar[str | None]  # what `evaluate --nll` reports ("ELBO bound", ...); None: the family has no likelihood
     task: ClassVar[type]  # its TrainingTask
+    # Whether mixed_precision "auto" may choose bf16 (training/precision.py); else the family trains in float32.
+    auto_bf16: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

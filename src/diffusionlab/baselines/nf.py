@@ -1,4 +1,4 @@
-"""The normalizing flow (Glow, Kingma & Dhariwal 2018; SPEC.md section 9), trained by maximum likelihood of
+"""The normalizing flow (Glow, Kingma & Dhariwal 2018; docs/maths.md section 9), trained by maximum likelihood of
 uniformly dequantized data (Theis et al. 2016; Ho et al. 2019, section 3.1):
 
     y = k + u, u ~ U[0, 1)^D, for 8-bit pixels k;  x = y * 2 / 256 - 1 in [-1, 1)
@@ -72,6 +72,9 @@ class NormalizingFlow(BaselineKind):
     title = "normalizing flow (Glow, Kingma & Dhariwal 2018; blocks from normflows)"
     nll = "exact density of dequantized data (an upper bound on the 8-bit NLL)"
     task = FlowTask
+    # Its likelihood is a sum of log-determinants over every layer, and its sampler inverts each layer exactly:
+    # bf16's 8-bit mantissa would round both, so auto keeps float32 (bf16 only when asked for).
+    auto_bf16 = False
 
     @classmethod
     def network(cls, model: dict[str, Any]) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The variational autoencoder (Kingma & Welling 2014; SPEC.md section 9): trained on the negative ELBO,
+"""The variational autoencoder (Kingma & Welling 2014; docs/maths.md section 9): trained on the negative ELBO,
 
     -ELBO(x) = -E_{q(z|x)} log p(x | z) + KL(q(z | x) || N(0, I))  >=  -log p(x),
 

@@ -158,7 +158,7 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_guidance_flags(p: argparse.ArgumentParser) -> None:
-    """--class, --guidance-scale, --classifier, --classifier-scale (SPEC.md section 4)."""
+    """--class, --guidance-scale, --classifier, --classifier-scale (docs/maths.md section 4)."""
     p.add_argument("--class", dest="class_id", type=class_id, default=None, metavar="K|all",
                    help="class to generate (all: classes 0, 1, 2, ... in turn); needs a class-conditional run or --classifier")
     p.add_argument("--guidance-scale", type=float, default=None, metavar="S",

@@ -177,7 +177,7 @@ def run_sample(args: argparse.Namespace) -> int:
         writer.abort()
         raise
     seconds = time.perf_counter() - t0
-    grid = writer.close()
+    grid = writer.close(arrays=None if y is None else {"labels": y.cpu().numpy()})
     if run.nonfinite:
         print(f"warning: {run.nonfinite} of {args.n} samples were not finite (NaN or infinite: the network overflowed); "
               "they are written as mid-grey images")

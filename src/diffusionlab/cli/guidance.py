@@ -150,7 +150,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def prompted_model(run: LoadedRun, args: argparse.Namespace, n: int,
                    default_prompts: list[str] | None = None) -> tuple[Denoiser, torch.Tensor | None, str]:
     """A text run's denoiser for --prompt/--prompt-file (or `default_prompts`) with classifier-free guidance whose
-    null condition is the empty caption (SPEC section 4: S = 1 conditional, S = 0 unconditional), the token ids
+    null condition is the empty caption (docs/maths.md section 4: S = 1 conditional, S = 0 unconditional), the token ids
     y (n, L), a file tag."""
     from ..guidance import ClassifierFreeGuidance
 

@@ -16,7 +16,7 @@ from .launch import procs_arg
 def add_run_arguments(t: argparse.ArgumentParser, presets: tuple[str, ...], default: str) -> None:
     """What every training command takes: preset, config file, run directory, budget, seed, resume, progress."""
     t.add_argument("--preset", choices=presets, default=None, help=f"start from a preset (default: {default})")
-    t.add_argument("--config", metavar="FILE", help="JSON config merged over the preset")
+    t.add_argument("--config", metavar="FILE", help="config file (JSON, YAML or TOML) merged over the preset")
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/PRESET-TIMESTAMP)")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, help="training steps")

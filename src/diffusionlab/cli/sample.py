@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         writer.abort()
         raise
     seconds = time.perf_counter() - t0
-    grid = writer.close()
+    # The class of every sample (--class K or all), so that a scorer need not re-derive it from the flags.
+    grid = writer.close(arrays={"labels": y.cpu().numpy()} if y is not None and run_.tokenizer is None else None)
     print(f"{args.n} samples, {sampler} {steps} steps, NFE {res.nfe} per sample, {seconds:.1f} s "
           f"(step {run_.step} {'raw' if args.no_ema else 'EMA'} weights)")
     if tag:

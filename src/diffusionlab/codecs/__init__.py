@@ -2,7 +2,7 @@
 
 A run owns one codec (its config's `codec` section). The trainer encodes each batch of pixels in [-1, 1]; sampling
 and evaluation decode what the model generates. The identity `PixelCodec` is the default, so a pixel-space model
-is a latent model whose codec does nothing. A latent kind (Rombach et al. 2022: an autoencoder's latents, SPEC.md
+is a latent model whose codec does nothing. A latent kind (Rombach et al. 2022: an autoencoder's latents, docs/maths.md
 section 7) is one more codec class and one line in `CODECS`.
 
 What a codec knows and nobody else does:

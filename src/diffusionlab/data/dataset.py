@@ -75,7 +75,7 @@ class ImageDataset:
         return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, {labels}{captions})"
 
 
-# The model range of pixels (SPEC.md notation: data x0 scaled to [-1, 1]); 0 maps to -1 and 255 to 1.
+# The model range of pixels (docs/maths.md notation: data x0 scaled to [-1, 1]); 0 maps to -1 and 255 to 1.
 PIXEL_RANGE = (-1.0, 1.0)
 
 

@@ -1,5 +1,5 @@
 """What `diffusionlab evaluate` computes: the NLL bound of a run, and FID / KID / precision / recall / IS
-of its samples (or of a samples .npz) with the real-data floor beside them (SPEC.md section 10).
+of its samples (or of a samples .npz) with the real-data floor beside them (docs/maths.md section 10).
 
 Every number carries what it was measured with: the extractor's name, the sample and reference
 counts, the split, the NFE.

@@ -1,4 +1,4 @@
-"""Negative log-likelihood in bits/dim from the variational bound (SPEC.md sections 1 and 10).
+"""Negative log-likelihood in bits/dim from the variational bound (docs/maths.md sections 1 and 10).
 
 For each test image x0 every term of L = L_T + sum_{t>=2} L_{t-1} + L_0 is estimated with one draw
 x_t ~ q(x_t | x0) per step (Ho et al. 2020 eq. 5; the iDDPM reference evaluation does the same), so
@@ -52,7 +52,7 @@ class BoundResult:
 
 
 def require_bound(process: Process) -> None:
-    """A one-line error unless the process has DDPM's discrete bound (SPEC section 1 sums its KL terms)."""
+    """A one-line error unless the process has DDPM's discrete bound (docs/maths.md section 1 sums its KL terms)."""
     if process.T is None:
         raise ConfigError(f"the variational bound needs a discrete DDPM model; for method {process.method} "
                           f"use --nll --ode (the probability-flow ODE NLL)")

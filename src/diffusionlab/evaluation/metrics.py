@@ -2,7 +2,7 @@
 
 Everything here works on plain (N, D) float64 feature arrays (or (N, K) logits) and knows nothing about
 networks or images: which extractor produced the features is the caller's business (and must be printed
-beside every number, SPEC section 10).
+beside every number, docs/maths.md section 10).
 
   FID         Heusel et al. 2017, "GANs trained by a two time-scale update rule ...", eq. (6).
   KID         Binkowski et al. 2018, "Demystifying MMD GANs", section 4 (unbiased MMD^2, cubic kernel).

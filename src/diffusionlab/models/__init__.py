@@ -1,4 +1,4 @@
-"""Networks (SPEC.md section 8) and the one table that builds them from a config's `model` section."""
+"""Networks (docs/maths.md section 8) and the one table that builds them from a config's `model` section."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The KL-regularised autoencoder of latent diffusion (Rombach et al. 2022, section 3 and appendix G; SPEC.md 7).
+"""The KL-regularised autoencoder of latent diffusion (Rombach et al. 2022, section 3 and appendix G; docs/maths.md 7).
 
 E: x in R^{C x H x W} -> q(z | x) = N(mu(x), diag sigma(x)^2) over z in R^{c x h x w}, with f = H / h = 2^m, and
 D: z -> x. The encoder and decoder are the ResNet stacks of LDM's first stage (their appendix G: ResNet blocks of

@@ -1,4 +1,4 @@
-"""A diffusion transformer (DiT, Peebles & Xie 2023): the transformer alternative to the UNet (SPEC.md section 8).
+"""A diffusion transformer (DiT, Peebles & Xie 2023): the transformer alternative to the UNet (docs/maths.md section 8).
 
 The image (or latent) is cut into p x p patches, each linearly embedded to a token (section 3.2, "patchify") with
 fixed 2-D sine-cosine position embeddings. N transformer blocks follow. Each block is conditioned by adaLN-Zero

@@ -1,5 +1,5 @@
 """DCGAN's generator and discriminator (Radford et al. 2016), a baseline the seeds compare diffusion with (Goodfellow
-et al. 2014; SPEC.md section 9).
+et al. 2014; docs/maths.md section 9).
 
 G: z ~ N(0, I_d) -> a feature map at H / 2^L -> L stride-2 4x4 transposed convolutions, batch norm and ReLU
 (tanh at the end) -> an image in [-1, 1]. D: L stride-2 4x4 convolutions with batch norm (not on the first, as

@@ -1,5 +1,5 @@
 """Glow, the normalizing flow for images (Kingma & Dhariwal 2018), a baseline the seeds compare diffusion with
-(SPEC.md section 9): an invertible x <-> (z_1, ..., z_L) with an exact log-determinant, so
+(docs/maths.md section 9): an invertible x <-> (z_1, ..., z_L) with an exact log-determinant, so
     log p(x) = sum_i log N(z_i; mu_i, sigma_i) + log |det dz / dx|.
 
 The blocks are `normflows`' (Stimper et al. 2023): each step of flow is actnorm, an invertible 1x1 convolution

@@ -1,4 +1,4 @@
-"""The building blocks of the UNet (SPEC.md section 8): time embedding, ResNet block, attention, resampling.
+"""The building blocks of the UNet (docs/maths.md section 8): time embedding, ResNet block, attention, resampling.
 
 References: Ho et al. 2020 (DDPM), Appendix B; Nichol & Dhariwal 2021 (improved DDPM, "iDDPM");
 Vaswani et al. 2017 for the sinusoidal embedding.

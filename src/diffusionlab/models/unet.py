@@ -1,4 +1,4 @@
-"""The diffusion UNet (SPEC.md section 8), in the DDPM / improved-DDPM layout.
+"""The diffusion UNet (docs/maths.md section 8), in the DDPM / improved-DDPM layout.
 
 Ho et al. 2020, Appendix B: a PixelCNN++-style UNet of pre-activated ResNet blocks with GroupNorm,
 the sinusoidal time embedding added inside every block, self-attention at low resolution and skip

@@ -1,5 +1,5 @@
 """The convolutional variational autoencoder, a baseline the seeds compare diffusion with (Kingma & Welling 2014;
-SPEC.md section 9).
+docs/maths.md section 9).
 
 Encoder E: x -> q(z | x) = N(mu(x), diag sigma(x)^2) over a flat z in R^d; decoder: z -> the parameters of
 p(x | z), one distribution per pixel (baselines/vae.py turns them into log-likelihoods over 256 bins). Both are

@@ -1,4 +1,4 @@
-"""The DDPM family (`--method ddpm`): discrete-time Gaussian diffusion (SPEC.md sections 1-2; Ho et al. 2020,
+"""The DDPM family (`--method ddpm`): discrete-time Gaussian diffusion (docs/maths.md sections 1-2; Ho et al. 2020,
 Nichol & Dhariwal 2021).
 
 Forward process q(x_t | x0), its posterior q(x_{t-1} | x_t, x0), the discrete path seen by the samplers, and the
@@ -24,7 +24,9 @@ from .base import Setting
 from .vlb import VARIANCES, _at, bits_per_dim, reverse_mean, vlb_term
 
 LOSSES = ("simple", "hybrid", "vlb")
-TIMESTEP_SAMPLING = ("auto", "uniform", "importance")
+TIMESTEP_SAMPLING = ("auto", "uniform", "importance", "lognormal")
+# EDM's training noise levels (Karras et al. 2022, Table 1): ln sigma~ ~ N(P_mean, P_std^2), sigma~ = sigma / alpha.
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2
 WEIGHTINGS = ("none", "min_snr")
 DEFAULT_STEPS = 50  # DDIM-50 (Song et al. 2021, Table 1's middle column) unless the user says otherwise
 
@@ -129,7 +131,8 @@ class GaussianDiffusion:
         Setting("variance", "beta_tilde", str, "reverse variance (learned: iDDPM)", VARIANCES),
         Setting("loss", "simple", str, "training loss (hybrid: L_simple + vlb_weight L_vlb)", LOSSES),
         Setting("vlb_weight", 0.001, float, "lambda of the hybrid loss (iDDPM section 3.1)"),
-        Setting("timestep_sampling", "auto", str, "law of t (auto: importance for loss vlb)", TIMESTEP_SAMPLING),
+        Setting("timestep_sampling", "auto", str, "law of t (auto: importance for loss vlb; lognormal: EDM's "
+                "ln(sigma / alpha) ~ N(-1.2, 1.2^2), at the nearest step)", TIMESTEP_SAMPLING),
         Setting("weighting", "none", str, "weight of L_simple over t (min_snr: Min-SNR-gamma, Hang et al. 2023)",
                 WEIGHTINGS),
         Setting("snr_gamma", 5.0, float, "gamma of the min_snr weighting (the paper's default: 5)"),
@@ -203,8 +206,13 @@ class GaussianDiffusion:
         return None
 
     def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Training noise for a batch of data of `shape`: t ~ U{1..T} and eps ~ N(0, I) (Algorithm 1, lines 3-4)."""
-        t = torch.randint(1, self.T + 1, (shape[0],), generator=generator)
+        """Training noise for a batch of data of `shape`: t ~ U{1..T} and eps ~ N(0, I) (Algorithm 1, lines 3-4); or,
+        with timestep_sampling lognormal, the step nearest to EDM's sigma~ = exp(P_mean + P_std n), n ~ N(0, 1)."""
+        if self.timestep_sampling == "lognormal":
+            n = torch.randn(shape[0], generator=generator, dtype=torch.float64)
+            t = self.path.t_from_ratio((EDM_P_MEAN + EDM_P_STD * n).exp()).round().long().clamp(1, self.T)
+        else:
+            t = torch.randint(1, self.T + 1, (shape[0],), generator=generator)
         eps = torch.randn(shape, generator=generator)
         return t, eps
 

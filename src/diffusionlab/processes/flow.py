@@ -1,11 +1,11 @@
 """The flow-matching family (`--method flow`): conditional flow matching on the optimal-transport path
-(Lipman et al. 2023; SPEC.md section 6).
+(Lipman et al. 2023; docs/maths.md section 6).
 
-SPEC's time convention: t = 0 is noise, t = 1 is data. The conditional OT path is
-psi_t(x0) = (1 - (1 - sigma_min) t) x0 + t x1, with SPEC's x0 ~ N(0, I) the noise and x1 the data.
+docs/maths.md's time convention (section 6): t = 0 is noise, t = 1 is data. The conditional OT path is
+psi_t(x0) = (1 - (1 - sigma_min) t) x0 + t x1, with the x0 ~ N(0, I) of docs/maths.md section 6 the noise and x1 the data.
 This repo calls the data x0 and the noise eps (the Denoiser contract), so here
 
-    SPEC x1 (data)  -> x0        SPEC x0 (noise) -> eps
+    maths.md x1 (data)  -> x0    maths.md x0 (noise) -> eps
     x_t = alpha(t) x0 + sigma(t) eps,   alpha(t) = t,   sigma(t) = 1 - (1 - sigma_min) t
 
 and the conditional target d psi_t / dt = x1 - (1 - sigma_min) x0 (Lipman et al. eq. 23) reads
@@ -56,12 +56,12 @@ class OTFlowPath:
 
 
 class FlowMatching(ContinuousProcess):
-    """L_CFM = E_{t ~ U[0, 1]} || v_theta(psi_t, t) - (x1 - (1 - sigma_min) x0) ||^2 (SPEC.md section 6)."""
+    """L_CFM = E_{t ~ U[0, 1]} || v_theta(psi_t, t) - (x1 - (1 - sigma_min) x0) ||^2 (docs/maths.md section 6)."""
 
     method = "flow"
     # sigma_min of the OT path: small, so that x_1 is the data up to a barely visible blur.
     settings = (Setting("sigma_min", 1e-4, float, "the OT path's sigma_min"),)
-    default_sampler = "ode-euler"  # SPEC section 6: integrate dx/dt = v_theta from t = 0 to 1
+    default_sampler = "ode-euler"  # docs/maths.md section 6: integrate dx/dt = v_theta from t = 0 to 1
 
     def __init__(self, sigma_min: float = 1e-4):
         if not 0.0 <= sigma_min < 1.0:

@@ -1,9 +1,9 @@
-"""The NCSN family (`--method ncsn`; Song & Ermon 2019, 2020; SPEC.md section 5): denoising score matching on a
+"""The NCSN family (`--method ncsn`; Song & Ermon 2019, 2020; docs/maths.md section 5): denoising score matching on a
 geometric noise ladder.
 
 The ladder sigma_1 > ... > sigma_L is the VE path sigma(t) = sigma_min (sigma_max / sigma_min)^t sampled at
 L equally spaced times t_i = (L - i) / (L - 1), so the network is told the VE time t_i of its level and the
-samplers see the same path as `VESDE`'s. A level is drawn uniformly, and the loss is SPEC's
+samplers see the same path as `VESDE`'s. A level is drawn uniformly, and the loss is docs/maths.md section 5's
 sigma^2 || s_theta(x0 + sigma e, sigma) + e / sigma ||^2.
 
 Song & Ermon (2020, technique 3) parameterize s_theta(x, sigma) = net(x) / sigma. With this repo's

@@ -1,4 +1,4 @@
-"""The VE SDE family (`--method vesde`): continuous NCSN (Song et al. 2021, eqs. 30-31; SPEC.md section 5).
+"""The VE SDE family (`--method vesde`): continuous NCSN (Song et al. 2021, eqs. 30-31; docs/maths.md section 5).
 
 alpha = 1 and sigma(t) = sigma_min (sigma_max / sigma_min)^t, t in [t_eps, 1] with the noise end at t = 1. Training
 is eps matching, as for the VP SDE (vpsde.py): the sigma^2-weighted denoising score matching loss.

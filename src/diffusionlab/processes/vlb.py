@@ -1,4 +1,4 @@
-"""The variational bound of Gaussian diffusion and its reverse-process variances (SPEC.md sections 1-2).
+"""The variational bound of Gaussian diffusion and its reverse-process variances (docs/maths.md sections 1-2).
 
     L = L_T + sum_{t>=2} L_{t-1} + L_0                                         (Ho et al. 2020, eq. 5)
     L_T     = KL(q(x_T | x0) || N(0, I))
@@ -39,7 +39,7 @@ def reverse_log_variance(schedule: NoiseSchedule, k: Tensor, x: Tensor, variance
     """log Sigma_k of p_theta(x_{k-1} | x_k): 'beta', 'beta_tilde', or 'learned' from var_frac = v in [0, 1]."""
     if variance not in VARIANCES:
         raise ConfigError(f"unknown reverse variance {variance!r}; choose from {', '.join(VARIANCES)}")
-    # log beta~ is -inf at k = 1; use log beta~_2 there (SPEC.md section 2, iDDPM reference code).
+    # log beta~ is -inf at k = 1; use log beta~_2 there (docs/maths.md section 2, iDDPM reference code).
     log_small = schedule.posterior_log_variance_clipped
     if variance == "beta_tilde":
         return _at(log_small, k, x)

@@ -1,5 +1,5 @@
 """The VP SDE family (`--method vpsde`): continuous DDPM (Song et al. 2021, "Score-based generative modeling
-through SDEs", eqs. 32-33; SPEC.md section 5).
+through SDEs", eqs. 32-33; docs/maths.md section 5).
 
 The perturbation kernel is a Gaussian path x_t = alpha(t) x0 + sigma(t) eps with t in [t_eps, 1] and the noise end
 at t = 1. Training is continuous-time denoising score matching with lambda(t) = sigma(t)^2 (their eq. 7 and

@@ -1,4 +1,4 @@
-"""DDIM sampling and inversion (Song, Meng & Ermon 2021, eq. 12; SPEC.md section 3).
+"""DDIM sampling and inversion (Song, Meng & Ermon 2021, eq. 12; docs/maths.md section 3).
 
 `ddim_step` is one update of eq. 12; RePaint (inpainting.py) calls it for the unknown pixels.
 """

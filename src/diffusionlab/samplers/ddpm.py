@@ -1,4 +1,4 @@
-"""Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2; SPEC.md section 1).
+"""Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2; docs/maths.md section 1).
 
 On a respaced schedule (Nichol & Dhariwal 2021, section 4) the same lines run with
 beta_k = 1 - abar_k / abar_{k-1} of the kept steps; a learned variance (their eq. 15) then

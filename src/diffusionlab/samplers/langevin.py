@@ -1,4 +1,4 @@
-"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; SPEC.md section 5).
+"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; docs/maths.md section 5).
 
 For each noise level sigma_1 > ... > sigma_L the step size is a_i = eps sigma_i^2 / sigma_L^2, and T steps of
 x <- x + (a_i / 2) s_theta(x, sigma_i) + sqrt(a_i) z are taken. The score comes from any model through

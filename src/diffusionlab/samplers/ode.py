@@ -1,7 +1,7 @@
 """Time-space ODE solvers: integrate dx/dt = f(x, t) along a grid ts (increasing or decreasing).
 
 Used with f = `Denoiser.velocity` (the probability-flow ODE of a continuous path; for flow matching the
-network's v, integrated from t = 0 to 1 as in SPEC.md section 6) and by the ODE likelihood. The fixed-step
+network's v, integrated from t = 0 to 1 as in docs/maths.md section 6) and by the ODE likelihood. The fixed-step
 methods are explicit Runge-Kutta methods written as Butcher tableaus (Hairer, Norsett & Wanner, "Solving
 ODEs I", section II.1): Euler (1 NFE per step), the midpoint rule and Heun's trapezoidal method (2), and
 classical RK4 (4). `adaptive` is SciPy's Dormand-Prince RK45 with error control (rtol, atol) on the

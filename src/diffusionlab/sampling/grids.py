@@ -49,7 +49,7 @@ def langevin_sigmas(path: GaussianPath, steps: int) -> Tensor:
 
 def ode_times(path: GaussianPath, prediction: PredictionType, steps: int) -> Tensor:
     """N + 1 uniform times from the noise end to the data end: a velocity network is finite at both ends of its
-    path (flow matching from t = 0, SPEC.md section 6); other outputs are singular where alpha = 0, so those
+    path (flow matching from t = 0, docs/maths.md section 6); other outputs are singular where alpha = 0, so those
     start at `time_range()`."""
     if prediction is PredictionType.VELOCITY:
         t_noise, t_data = float(path.t_noise), float(path.t_data)

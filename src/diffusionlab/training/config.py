@@ -54,7 +54,7 @@ LEGACY_PROCESS_KEYS = frozenset({"method", "schedule", "T", "prediction", "varia
 @dataclass
 class ProcessConfig:
     """The generative process: `method` (a key of `processes.METHODS`) and that family's settings, checked and
-    completed with its defaults (SPEC.md sections 1-2 for 'ddpm', 5-6 for the others)."""
+    completed with its defaults (docs/maths.md sections 1-2 for 'ddpm', 5-6 for the others)."""
 
     method: str = "ddpm"
     settings: dict[str, Any] = field(default_factory=dict)  # completed with the family's defaults
@@ -399,18 +399,55 @@ def preset_config(name: str | None) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON config file, with a one-line error naming the file on failure."""
+    """Read a config file in YAML (.yaml, .yml), TOML (.toml) or JSON (any other name), with a one-line error naming
+    the file on failure.
+
+    TOML has no null: leave a key out to keep the preset's value."""
     p = Path(path)
+    kind = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML"}.get(p.suffix.lower(), "JSON")
     try:
-        data = json.loads(p.read_text())
+        text = p.read_text()
+        data = _PARSERS[kind](text)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {p} is a folder, not a JSON file") from None
+        raise ConfigError(f"config file {p} is a folder, not a {kind} file") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {p} is not valid JSON: {e}") from None
+    except ValueError as e:  # JSON, TOML and YAML (wrapped below) syntax errors, and bytes that are not UTF-8
+        raise ConfigError(f"config file {p} is not valid {kind}: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a JSON object")
+        raise ConfigError(f"config file {p} must hold a {kind} object (a mapping of sections)")
     return data
+
+
+def _yaml(text: str) -> Any:
+    """YAML 1.2's numbers (PyYAML implements 1.1, where 1e-3 is a string), through yaml.safe_load's loader."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+                   r"(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."))
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 -- a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as e:
+        raise ValueError(str(e)) from None
+
+
+def _toml(text: str) -> Any:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser, from PyPI
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    return tomllib.loads(text)
+
+
+_PARSERS = {"JSON": json.loads, "YAML": _yaml, "TOML": _toml}

@@ -68,7 +68,7 @@ def resolve_mixed_precision(requested: str, device_type: str, bf16_flags: tuple[
     if requested not in MIXED_PRECISION:
         raise ConfigError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {requested!r}")
     if requested != "auto":
-        choice = PrecisionChoice(requested, "asked for")
+        choice = PrecisionChoice(requested, "set in the config or on the command line")
     elif os.environ.get(ENV):
         forced = os.environ[ENV]
         if forced not in MIXED_PRECISION[1:]:

@@ -156,7 +156,7 @@ AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# The models diffusion is compared against (SPEC.md section 9; `train --method gan|vae|nf`, baselines/): one recipe
+# The models diffusion is compared against (docs/maths.md section 9; `train --method gan|vae|nf`, baselines/): one recipe
 # per family and data set, with each paper's optimiser (DCGAN: Adam lr 2e-4, betas (0.5, 0.999), no clipping; the
 # VAE and Glow: Adam 1e-3). Starting points for the comparison at an equal wall-clock budget (BENCHMARKS.md,
 # "The families side by side"), not tuned beyond it. The budget is the digits / mnist diffusion presets' order.
