@@ -104,3 +104,13 @@ def test_the_readme_python_snippet_runs(tmp_path: Path, monkeypatch):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "api-digits" / "grid.png").is_file()
+
+
+def test_sampling_shows_progress_in_steps_over_all_batches(runs: dict[str, dl.Run], capsys, monkeypatch):
+    import importlib
+
+    generate_module = importlib.import_module("diffusionlab.sampling.generate")  # the module, not the function
+    monkeypatch.setattr(generate_module, "PROGRESS_DELAY", 0.0)  # a tiny model finishes before the usual delay
+    runs["uncond"].sample(6, sampler="ddim", steps=3, batch_size=4, progress=True)  # 2 batches x 3 steps
+    err = capsys.readouterr().err
+    assert "sampling" in err and "6/6" in err

@@ -132,9 +132,9 @@ class Run:
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, ema: bool = True,
-             mixed_precision: str = "no") -> Run:
-    """A trained run (its newest checkpoint, or `checkpoint`); `mixed_precision` bf16 or auto runs the network in
-    bf16 autocast where the CPU has it (training/precision.py)."""
+             mixed_precision: str = "auto") -> Run:
+    """A trained run (its newest checkpoint, or `checkpoint`); the network runs in bf16 autocast where the CPU
+    multiplies bf16 natively (mixed_precision "auto", training/precision.py), else in float32 ("no")."""
     from .runs import is_baseline_run, load_run as load_diffusion, trusted_config
     from .training.checkpoint import latest_checkpoint
 
@@ -143,8 +143,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, ema: 
     if is_baseline_run(path):
         from .baselines import load_baseline
 
-        if mixed_precision != "no":
-            raise ConfigError("mixed_precision applies to diffusion runs, not to a GAN, VAE or flow")
+        if mixed_precision not in ("auto", "no"):
+            raise ConfigError("mixed_precision bf16 applies to diffusion runs, not to a GAN, VAE or flow")
         ckpt = ckpt or latest_checkpoint(path)
         return Run(path, load_baseline(path, trusted_config(path, ckpt), ckpt, use_ema=ema), True)
     return Run(path, load_diffusion(path, ckpt, use_ema=ema, mixed_precision=mixed_precision), False)

@@ -153,8 +153,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def add_precision_flag(p: argparse.ArgumentParser) -> None:
     """--mixed-precision for sampling: the network under bf16 autocast (training/precision.py)."""
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "auto"), default="no",
-                   help="run the network in bf16 autocast (auto: where the CPU has native bf16); default no (float32)")
+    p.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto",
+                   help="the network in bf16 autocast: auto (the default) where the CPU multiplies bf16 natively, no "
+                        "(float32) or bf16; the sampler's arithmetic stays float32")
 
 
 def add_guidance_flags(p: argparse.ArgumentParser) -> None:

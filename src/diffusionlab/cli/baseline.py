@@ -37,7 +37,7 @@ DIFFUSION_ONLY: dict[str, tuple[str, Any]] = {
     "classifier": ("--classifier", None), "prompt": ("--prompt", None), "prompt_file": ("--prompt-file", None),
     "classifier_scale": ("--classifier-scale", 1.0), "then": ("--then", None), "then_sampler": ("--then-sampler", None),
     "then_steps": ("--then-steps", None), "aug_level": ("--aug-level", None), "ode": ("--ode", False),
-    "nll_steps": ("--nll-steps", None), "mixed_precision": ("--mixed-precision", "no"),
+    "nll_steps": ("--nll-steps", None), "mixed_precision": ("--mixed-precision", "auto"),
 }
 
 

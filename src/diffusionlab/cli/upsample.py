@@ -48,7 +48,7 @@ def load_upsampler(run_dir: str, args: argparse.Namespace, flag: str = "RUN_DIR"
 
     checkpoint = getattr(args, "checkpoint", None) if flag == "RUN_DIR" else None
     run = load_run(Path(run_dir), Path(checkpoint) if checkpoint else None, use_ema=not args.no_ema,
-                   mixed_precision=getattr(args, "mixed_precision", "no"))
+                   mixed_precision=getattr(args, "mixed_precision", "auto"))
     if run.superres is None:
         raise ConfigError(f"{flag} {run_dir} draws images from noise, it does not upsample: give a run trained with "
                           "--task superres")

@@ -113,6 +113,9 @@ def time_plan(spec: SamplerSpec, process: Process, steps: int, o: SamplerOptions
 PLANS = {"vp": vp_plan, "sigma": sigma_plan, "time": time_plan}
 
 
+PROGRESS_DELAY = 0.5  # seconds before the sampling bar appears
+
+
 @torch.no_grad()  # no autograd graph across steps (classifier guidance turns grad on for its own gradient)
 def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: int, sampler: str = "ddim",
              steps: int | None = None, *, options: SamplerOptions | None = None, seed: int = 0, y: Tensor | None = None,
@@ -142,22 +145,30 @@ def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: 
     if trajectory_frames:
         frame_steps = {int(k) for k in torch.linspace(plan.n_steps, 1, min(trajectory_frames, plan.n_steps)).round().tolist()}
     batches = range(0, n, batch_size)
-    for b, start in enumerate(tqdm(batches, desc="sampling", disable=not progress or len(batches) == 1)):
-        yb = None if y is None else y[start : start + batch_size].to(device)
+    # Progress in sampler steps over all batches (with ETA), so one long batch is not a silent wait.
+    # Shown after PROGRESS_DELAY seconds: a quick call, or an error in the first step, prints no bar.
+    bar = tqdm(total=plan.n_steps * len(batches), desc="sampling", unit="step", disable=not progress,
+               delay=PROGRESS_DELAY)
+    try:
+        for b, start in enumerate(batches):
+            yb = None if y is None else y[start : start + batch_size].to(device)
 
-        def record(k: int, x_k: Tensor, x0_hat: Tensor | None = None, first: bool = b == 0) -> None:
-            if first and k in frame_steps:
-                shown = plan.display(k, x_k)
-                frames.append((plan.label(k), shown[:16].detach(), (shown if x0_hat is None else x0_hat)[:16].detach()))
+            def record(k: int, x_k: Tensor, x0_hat: Tensor | None = None, first: bool = b == 0) -> None:
+                bar.update(1)
+                if first and k in frame_steps:
+                    shown = plan.display(k, x_k)
+                    frames.append((plan.label(k), shown[:16].detach(), (shown if x0_hat is None else x0_hat)[:16].detach()))
 
-        x, nfe = plan.run(model, plan.start_scale * x_T[start : start + batch_size].to(device), yb,
-                          generator(seed, 1, b), record)
-        decoded = codec.decode(x).cpu()
-        if on_batch is not None:
-            on_batch(decoded.clamp(*PIXEL_RANGE))
-        else:
-            out.append(decoded)
-        result.nfe = max(result.nfe, nfe)
+            x, nfe = plan.run(model, plan.start_scale * x_T[start : start + batch_size].to(device), yb,
+                              generator(seed, 1, b), record)
+            decoded = codec.decode(x).cpu()
+            if on_batch is not None:
+                on_batch(decoded.clamp(*PIXEL_RANGE))
+            else:
+                out.append(decoded)
+            result.nfe = max(result.nfe, nfe)
+    finally:
+        bar.close()
     result.images = torch.cat(out).clamp(*PIXEL_RANGE) if out else torch.empty(0)
     for label, x_k, x0_k in frames:
         result.trajectory_labels.append(label)
