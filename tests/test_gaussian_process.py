@@ -179,7 +179,8 @@ def test_bad_process_config() -> None:
     gd = GaussianDiffusion("cosine", 250, "v", "learned", "hybrid", 0.002)
     assert GaussianDiffusion(**gd.config()).config() == {"schedule": "cosine", "T": 250, "prediction": "v",
                                                          "variance": "learned", "loss": "hybrid", "vlb_weight": 0.002,
-                                                         "timestep_sampling": "auto"}
+                                                         "timestep_sampling": "auto", "weighting": "none",
+                                                         "snr_gamma": 5.0}
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
