@@ -25,7 +25,7 @@ from report import cached, cli, machine, publish  # noqa: E402
 from diffusionlab.data import from_model_range  # noqa: E402
 from diffusionlab.runs import load_run  # noqa: E402
 from diffusionlab.sampling import generate  # noqa: E402
-from diffusionlab.training.precision import Autocast, cpu_bf16_flags  # noqa: E402
+from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
 
 HEADING = "## Sampling throughput at equal FID (issue 18)"
 BATCH = 500
@@ -48,23 +48,11 @@ def peer(run_dir: Path, steps: int, n: int, precision: str) -> tuple[np.ndarray,
     """(uint8 images, NFE, seconds) from diffusers' DPM-Solver++(2M) on our network."""
     import diffusers_samplers
 
-    real = diffusers_samplers.load_run
-
-    def load(path: Path):
-        run = real(path)
-        if precision == "bf16":
-            run.net = Autocast(run.net, "bf16")
-        return run
-
-    diffusers_samplers.load_run = load
-    try:
-        diffusers_samplers.sample(run_dir, "dpmsolver", steps, 50, seed=99, batch_size=50)  # warm-up
-        t0 = time.perf_counter()
-        images, nfe = diffusers_samplers.sample(run_dir, "dpmsolver", steps, n, seed=0, batch_size=BATCH)
-        seconds = time.perf_counter() - t0
-    finally:
-        diffusers_samplers.load_run = real
-    return images, nfe, seconds
+    diffusers_samplers.sample(run_dir, "dpmsolver", steps, 50, seed=99, batch_size=50, mixed_precision=precision)
+    t0 = time.perf_counter()
+    images, nfe = diffusers_samplers.sample(run_dir, "dpmsolver", steps, n, seed=0, batch_size=BATCH,
+                                            mixed_precision=precision)
+    return images, nfe, time.perf_counter() - t0
 
 
 def main() -> None:

@@ -47,9 +47,13 @@ def make_scheduler(name: str, betas: torch.Tensor):
 
 @torch.no_grad()
 def sample(run_dir: Path, name: str, steps: int, n: int, seed: int = 0, batch_size: int = 250,
-           clip_x0: bool = True) -> tuple[np.ndarray, int]:
-    """n samples in [0, 255] from the run's EMA network with diffusers' scheduler `name`; also the NFE per sample."""
+           clip_x0: bool = True, mixed_precision: str = "no") -> tuple[np.ndarray, int]:
+    """n samples in [0, 255] from the run's EMA network with diffusers' scheduler `name`; also the NFE per sample.
+    `mixed_precision` bf16 runs the network under bf16 autocast, as `diffusionlab sample --mixed-precision bf16`."""
+    from diffusionlab.training.precision import for_sampling
+
     run = load_run(run_dir)
+    run.net, _ = for_sampling(run.net, mixed_precision)
     betas = run.process.schedule.betas[1:].float()  # betas[0] is the padding of our step 0
     shape = run.model_shape  # what the network sees (the codec's latent shape; the image shape for pixels)
     clip = run.codec.x0_clip if clip_x0 else None  # the range our samplers clip x0 to (pixels: [-1, 1])

@@ -72,8 +72,7 @@ class Run:
             if sampler is not None or steps is not None or guidance_scale != 1.0:
                 raise ConfigError(f"a {self.family} draws each sample in one network pass: no sampler, steps or "
                                   "guidance")
-            images = self.loaded.sample(n, seed, y, batch_size, progress=progress)
-            return images
+            return self.loaded.sample(n, seed, y, batch_size, progress=progress)
         from .guidance import ClassifierFreeGuidance
         from .sampling import SamplerOptions, generate
 
@@ -101,6 +100,8 @@ class Run:
             return tokenizer.encode([prompts[i % len(prompts)] for i in range(n)])
         if classes is None:
             return None
+        from .guidance import check_labels
+
         k = self.num_classes
         if k is None:
             raise ConfigError("this run is unconditional (trained without --class-conditional): classes do not apply")
@@ -112,8 +113,7 @@ class Run:
             y = torch.as_tensor(list(classes), dtype=torch.long)
             if len(y) != n:
                 raise ConfigError(f"classes gives {len(y)} labels for {n} images")
-        if bool(((y < 0) | (y >= k)).any()):
-            raise ConfigError(f"classes must lie in 0..{k - 1}")
+        check_labels(y, k)
         return y
 
     def evaluate(self, n: int = 1000, *, sampler: str | None = None, steps: int | None = None, seed: int = 0,
