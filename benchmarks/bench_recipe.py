@@ -27,6 +27,8 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "preset-bf16": (["--mixed-precision", "bf16", "--weighting", "none"], "bf16 autocast (what auto picks on this CPU)"),
     "min-snr": (["--mixed-precision", "bf16", "--weighting", "min_snr"], "bf16 + Min-SNR-5 weighting"),
     "lr2e-3": (["--mixed-precision", "bf16", "--lr", "2e-3"], "bf16 + lr 2e-3"),
+    "min-snr-lr2e-3": (["--mixed-precision", "bf16", "--weighting", "min_snr", "--lr", "2e-3"],
+                       "bf16 + Min-SNR-5 + lr 2e-3"),
     "batch128": (["--mixed-precision", "bf16", "--batch-size", "128", "--lr", "1.5e-3"], "bf16 + batch 128, lr 1.5e-3"),
     "lognormal": (["--mixed-precision", "bf16", "--timestep-sampling", "lognormal"],
                   "bf16 + EDM's lognormal noise levels"),
@@ -80,7 +82,7 @@ def report(args: argparse.Namespace) -> None:
         "",
         *lines,
     ])
-    publish(HEADING, body, args.write)
+    publish(args.heading, body, args.write)
 
 
 def _flags() -> list[str]:
@@ -101,6 +103,7 @@ def main() -> None:
         s.add_argument("--minutes", type=float, default=20.0)
     sub.choices["report"].add_argument("--n", type=int, default=2000)
     sub.choices["report"].add_argument("--write", action="store_true")
+    sub.choices["report"].add_argument("--heading", default=HEADING, help="the BENCHMARKS.md section to write")
     sub.choices["report"].add_argument("--samplers", default=SAMPLERS, help="NAME:STEPS,... (default %(default)s)")
     args = p.parse_args()
     (train if args.cmd == "train" else report)(args)

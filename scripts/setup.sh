@@ -12,5 +12,5 @@ pip_install() {  # keep pip's exit status; drop the machine's noisy find-links w
   .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
 pip_install torch==2.13.0
-pip_install -e ".${EXTRAS:-[test,text]}"
+pip_install -e ".${EXTRAS:-[test,text,serve,tensorboard]}"
 .venv/bin/python -c "import diffusionlab, torch; print(f'diffusionlab {diffusionlab.__version__} ready (torch {torch.__version__})')"

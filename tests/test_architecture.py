@@ -72,7 +72,12 @@ FORBIDDEN = {
     # training may use the domain feature network (the autoencoder's perceptual term), not the evaluation commands
     "diffusionlab.training": ("diffusionlab.runs", "diffusionlab.cli", "diffusionlab.evaluation.evaluate"),
     "diffusionlab.baselines": ("diffusionlab.runs", "diffusionlab.cli", "diffusionlab.evaluation.evaluate"),
-    "diffusionlab.runs": ("diffusionlab.cli",),
+    "diffusionlab.runs": ("diffusionlab.cli", "diffusionlab.serve", "diffusionlab.api"),
+    "diffusionlab.api": ("diffusionlab.cli", "diffusionlab.serve"),
+    "diffusionlab.serve": ("diffusionlab.cli",),
+    # report reads files (no model): it sits under the API; explain draws with the API's runs, under the CLI
+    "diffusionlab.pages": ("diffusionlab.api", "diffusionlab.explain", "diffusionlab.serve", "diffusionlab.cli"),
+    "diffusionlab.explain": ("diffusionlab.serve", "diffusionlab.cli"),
 }
 
 

@@ -14,12 +14,15 @@ flow. `sample` returns what `diffusionlab sample` writes for the same seed and s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .sampling import Frame
 
 
 class Run:
@@ -27,6 +30,7 @@ class Run:
 
     def __init__(self, path: Path, loaded: Any, baseline: bool):
         self.path, self.loaded, self.baseline = path, loaded, baseline
+        self.last_nfe = 0  # network evaluations per image of the last sample / inpaint / edit call
 
     @property
     def step(self) -> int:
@@ -59,10 +63,11 @@ class Run:
     def sample(self, n: int = 16, *, sampler: str | None = None, steps: int | None = None, seed: int = 0,
                classes: int | str | Sequence[int] | None = None, prompt: str | Sequence[str] | None = None,
                guidance_scale: float = 1.0, eta: float = 0.0, batch_size: int = 256,
-               progress: bool = False) -> Tensor:
+               progress: bool = False, on_step: Callable[[Frame], None] | None = None) -> Tensor:
         """n images as uint8 (N, C, H, W). `classes`: a class, "all" (0, 1, 2, ... in turn) or one per image;
         `prompt`: a caption or one per image (cycled) for a text run; `guidance_scale` S: classifier-free guidance
-        (1 plain conditional, 0 unconditional). The sampler and step count default to the family's own."""
+        (1 plain conditional, 0 unconditional). The sampler and step count default to the family's own. `on_step`
+        sees every step of the first batch (`sampling.Frame`: x_t and the x0 prediction); raising in it stops."""
         from .data import from_model_range
 
         if n < 1:
@@ -72,21 +77,87 @@ class Run:
             if sampler is not None or steps is not None or guidance_scale != 1.0:
                 raise ConfigError(f"a {self.family} draws each sample in one network pass: no sampler, steps or "
                                   "guidance")
+            self.last_nfe = 1
             return self.loaded.sample(n, seed, y, batch_size, progress=progress)
-        from .guidance import ClassifierFreeGuidance
         from .sampling import SamplerOptions, generate
+        from .sampling.spec import sampler_and_steps
 
         run = self.loaded
-        model = run.denoiser
-        if y is not None:
-            null = run.tokenizer.encode([""])[0] if run.tokenizer is not None else self.num_classes
-            model = ClassifierFreeGuidance(model, float(guidance_scale), null_label=null)
-        sampler = sampler or run.process.default_sampler
-        steps = steps or run.process.default_steps(sampler)
+        sampler, steps = sampler_and_steps(run.process, sampler, steps)
         with torch.no_grad():
-            res = generate(model, run.process, run.model_shape, n, sampler, steps, options=SamplerOptions(eta=eta),
-                           seed=seed, y=y, codec=run.codec, batch_size=batch_size, progress=progress)
+            res = generate(self._guided(y, guidance_scale), run.process, run.model_shape, n, sampler, steps,
+                           options=SamplerOptions(eta=eta), seed=seed, y=y, codec=run.codec, batch_size=batch_size,
+                           progress=progress, on_step=on_step)
+        self.last_nfe = res.nfe
         return from_model_range(res.images)
+
+    def inpaint(self, images: Tensor, mask: Tensor, n: int = 1, *, sampler: str = "ddpm", steps: int | None = None,
+                seed: int = 0, eta: float = 0.0, resample: int = 1, jump: int = 1,
+                classes: int | str | Sequence[int] | None = None, prompt: str | Sequence[str] | None = None,
+                guidance_scale: float = 1.0, on_step: Callable[[Frame], None] | None = None) -> Tensor:
+        """RePaint (`diffusionlab inpaint`): n outputs per uint8 image (N, C, H, W) that keep the pixels where `mask`
+        (H, W) is 1 and generate the rest; uint8 (N n, C, H, W), the same images as the command for the same seed."""
+        from .image_files import check_mask
+
+        return self._condition_images(images, n, sampler, steps, seed, eta, classes, prompt, guidance_scale, on_step,
+                                      mask=check_mask(mask, self.image_shape), resample=resample, jump=jump)
+
+    def edit(self, images: Tensor, strength: float, n: int = 1, *, sampler: str = "ddim", steps: int | None = None,
+             seed: int = 0, eta: float = 0.0, classes: int | str | Sequence[int] | None = None,
+             prompt: str | Sequence[str] | None = None, guidance_scale: float = 1.0,
+             on_step: Callable[[Frame], None] | None = None) -> Tensor:
+        """SDEdit (`diffusionlab edit`): noise each uint8 image to t = strength T and denoise it, n times;
+        strength 0 returns the input, 1 all but ignores it."""
+        if not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"strength must be in [0, 1], got {strength}")
+        return self._condition_images(images, n, sampler, steps, seed, eta, classes, prompt, guidance_scale, on_step,
+                                      strength=strength)
+
+    def _guided(self, y: Tensor | None, guidance_scale: float) -> Any:
+        """The denoiser, with classifier-free guidance at scale S when there is a condition y."""
+        from .guidance import ClassifierFreeGuidance
+
+        run = self.loaded
+        if y is None:
+            return run.denoiser
+        if not (guidance_scale >= 0 and guidance_scale < float("inf")):
+            raise ConfigError(f"guidance_scale must be a number >= 0, got {guidance_scale}")
+        null = run.tokenizer.encode([""])[0] if run.tokenizer is not None else self.num_classes
+        return ClassifierFreeGuidance(run.denoiser, float(guidance_scale), null_label=null)
+
+    def _condition_images(self, images: Tensor, n: int, sampler: str, steps: int | None, seed: int, eta: float,
+                          classes: Any, prompt: Any, guidance_scale: float, on_step: Any, *, mask: Tensor | None = None,
+                          strength: float | None = None, resample: int = 1, jump: int = 1) -> Tensor:
+        """inpaint / edit: the checks of the commands, then sampling.conditioned's batch loop."""
+        from .data import from_model_range, to_model_range
+        from .sampling.conditioned import inpaint_or_edit
+        from .sampling.spec import sampler_and_steps
+
+        what = "inpainting" if mask is not None else "SDEdit"
+        if self.baseline or self.loaded.codec.kind != "pixel":
+            raise ConfigError(f"{what} needs a pixel-space diffusion run; this one is a "
+                              f"{self.family if self.baseline else self.loaded.codec.kind + '-space model'}")
+        if sampler not in ("ddpm", "ddim"):
+            raise ConfigError(f"{what} runs with the ddpm or ddim sampler, not {sampler!r}")
+        if not 0.0 <= eta <= 1.0:
+            raise ConfigError(f"eta must be in [0, 1], got {eta}")
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ConfigError(f"images must be uint8 (N, {', '.join(map(str, self.image_shape))}); got "
+                              f"{images.dtype} {tuple(images.shape)}")
+        run = self.loaded
+        sampler, steps = sampler_and_steps(run.process, sampler, steps)
+        if mask is not None and jump > steps:
+            raise ConfigError(f"jump {jump} is more than the {steps} steps of the chain")
+        total = len(images) * n
+        y = self._condition(total, classes, prompt)
+        out, self.last_nfe = inpaint_or_edit(self._guided(y, guidance_scale), run.process.vp_schedule(steps),
+                                 to_model_range(images).repeat_interleave(n, 0), mask=mask, strength=strength,
+                                 sampler=sampler, variance=run.process.variance, eta=eta, resample=resample,
+                                 jump=jump, clip=run.codec.x0_clip, seed=seed, y=y, on_step=on_step)
+        return from_model_range(out)
 
     def _condition(self, n: int, classes: Any, prompt: Any) -> Tensor | None:
         """The labels or token ids y for n samples (None: unconditional)."""

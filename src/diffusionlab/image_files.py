@@ -78,8 +78,16 @@ def load_images(path: str | Path, shape: tuple[int, int, int], role: str = "the 
 def load_mask(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
     """A binary float mask (1 | C, H, W) from `path`, 1 = known; wrong shapes and non-binary values are errors."""
     path = Path(path)
-    c, h, w = shape
     arr = _read_array(path, "mask", 1)
+    top = 255 if path.suffix.lower() in PICTURES and np.max(arr, initial=0) > 1 else 1
+    return check_mask(arr, shape, f"mask {path}", top)
+
+
+def check_mask(mask: np.ndarray | Tensor, shape: tuple[int, int, int], what: str = "the mask",
+               top: int = 1) -> Tensor:
+    """A binary mask array (H, W), (1 | C, H, W) or (H, W, C), 0/`top` or bool, as float (1 | C, H, W), 1 = known."""
+    c, h, w = shape
+    arr = np.asarray(mask.detach().cpu() if isinstance(mask, Tensor) else mask)
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
     if arr.ndim == 3 and arr.shape[-1] == c and arr.shape[:2] == (h, w) and arr.shape[0] != c:
@@ -87,15 +95,14 @@ def load_mask(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1:] != (h, w) or arr.shape[0] not in (1, c):
-        raise ConfigError(f"mask {path} has shape {_fmt(arr.shape)}, the image is {_fmt(shape)} (CxHxW): "
+        raise ConfigError(f"{what} has shape {_fmt(arr.shape)}, the image is {_fmt(shape)} (CxHxW): "
                           f"give an {h}x{w} mask")
     values = np.unique(arr)
-    top = 255 if path.suffix.lower() in PICTURES and values.max(initial=0) > 1 else 1
     if not set(values.tolist()) <= {0, top}:
         odd = [v for v in values.tolist() if v not in (0, top)][:3]
-        raise ConfigError(f"mask {path} must be binary ({'0/255' if top == 255 else '0/1'}: 1 = known, 0 = generate); "
+        raise ConfigError(f"{what} must be binary ({'0/255' if top == 255 else '0/1'}: 1 = known, 0 = generate); "
                           f"found values {', '.join(f'{v:g}' for v in odd)}")
     return torch.from_numpy((arr == top).astype(np.float32))
 
 
-__all__ = ["load_images", "load_mask"]
+__all__ = ["check_mask", "load_images", "load_mask"]

@@ -121,12 +121,17 @@ def _to_pil(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
 
 
+def png_bytes(images: Tensor, nrow: int | None = None, padding: int = 1, min_tile: int = 32) -> bytes:
+    """uint8 images (N, C, H, W) as the bytes of one PNG grid (`grid_array`'s tiling)."""
+    buf = io.BytesIO()
+    _to_pil(grid_array(images, nrow, padding, min_tile)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
     """Write uint8 images (N, C, H, W) as one PNG grid."""
     path = Path(path)
-    buf = io.BytesIO()
-    _to_pil(grid_array(images, nrow)).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(images, nrow))
     return path
 
 
@@ -153,38 +158,83 @@ def save_trajectory_gif(
     return path
 
 
-def plot_metrics(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
-    """Plot the training loss (raw and smoothed) and learning rate from metrics.jsonl into a PNG."""
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot on the Agg backend (files only: no display, no GUI toolkit)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not Path(metrics_path).is_file():
-        return None
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss" in r]
+    return plt
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:  # type: ignore[no-untyped-def]
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=dpi, format="png")
+    finally:
+        pyplot().close(fig)
+    return buf.getvalue()
+
+
+# metrics.jsonl columns that are bookkeeping, not a loss term (training/loop.py writes them on every row)
+BOOKKEEPING = ("step", "lr", "it_per_s", "images_seen", "elapsed_s", "skipped_steps")
+
+
+def metrics_png(rows: Sequence[dict], detail: bool = False) -> bytes | None:
+    """The training loss (raw and smoothed) and learning rate of metrics.jsonl rows as PNG bytes (None without a
+    loss); `detail` adds the other logged terms (a GAN's d_loss, an autoencoder's kl) and the speed in it/s."""
+    plt = pyplot()
+    rows = [r for r in rows if "loss" in r and "step" in r]
     if not rows:
         return None
     steps = np.array([r["step"] for r in rows])
-    loss = np.array([r["loss"] for r in rows])
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    loss = np.array([r["loss"] for r in rows], dtype=float)
+    terms = sorted({k for r in rows for k, v in r.items() if k not in (*BOOKKEEPING, "loss")
+                    and isinstance(v, (int, float))}) if detail else []
+    speed = detail and any("it_per_s" in r for r in rows)
+    panels = 2 + bool(terms) + speed
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.2))
+    ax = list(np.atleast_1d(axes))
     ax[0].plot(steps, loss, lw=0.8, alpha=0.5, label="loss")
     if len(loss) >= 5:
         k = max(2, len(loss) // 20)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax[0].plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
-    ax[0].set_yscale("log")
+    if bool((loss > 0).all()):  # a log axis shows a loss falling over decades; a GAN's may cross 0
+        ax[0].set_yscale("log")
     ax[0].set_xlabel("step")
     ax[0].set_title("training loss")
     ax[0].legend()
     ax[1].plot(steps, [r.get("lr", np.nan) for r in rows])
     ax[1].set_xlabel("step")
     ax[1].set_title("learning rate")
+    if terms:
+        values = np.array([[r.get(name, np.nan) for r in rows] for name in terms], dtype=float)
+        for name, series in zip(terms, values):
+            ax[2].plot(steps, series, lw=1, label=name)
+        if bool((values[np.isfinite(values)] > 0).all()):  # terms of different sizes (a KL and an L1) on one axis
+            ax[2].set_yscale("log")
+        ax[2].set_xlabel("step")
+        ax[2].set_title("other logged terms")
+        ax[2].legend(fontsize=7)
+    if speed:
+        ax[-1].plot(steps, [r.get("it_per_s", np.nan) for r in rows])
+        ax[-1].set_xlabel("step")
+        ax[-1].set_title("speed (it/s)")
     fig.tight_layout()
+    return figure_png(fig)
+
+
+def plot_metrics(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
+    """Plot the training loss (raw and smoothed) and learning rate from metrics.jsonl into a PNG."""
+    if not Path(metrics_path).is_file():
+        return None
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    png = metrics_png(rows)
+    if png is None:
+        return None
     out_path = Path(out_path)
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=100, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out_path, buf.getvalue())
+    atomic_write_bytes(out_path, png)
     return out_path

@@ -18,6 +18,7 @@ from ..data import from_model_range, load_dataset, to_model_range
 from ..errors import ConfigError
 from ..training.determinism import derive_seed, generator
 from ..training.loop import INIT_KEY, StepContext
+from ..training.presets import warn_if_oversized
 from ..viz import save_grid
 from .config import SECTIONS, BaselineRunConfig
 
@@ -93,6 +94,7 @@ class BaselineTask:
         self.files: dict[str, bytes] = {}
         self.num_examples = len(self.data)
         self.dims = math.prod(self.data.shape)
+        warn_if_oversized(cfg.preset, self.data.shape, accelerator.is_main_process)
         cond = ", class-conditional" if tc.class_conditional else ""
         self.description = f"{self.kind.name} on {self.data.name} ({len(self.data)} images {self.data.shape}){cond}"
 

@@ -5,6 +5,7 @@
   upsample.py   upsample (super-resolution runs)
   evaluate.py   evaluate, classify
   guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
+  serve.py      serve (the web playground of serve/)
 
 Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2; a training run
 that diverged beyond recovery exits 3, one stopped by SIGINT/SIGTERM (after checkpointing) 130/143. Set
@@ -20,13 +21,14 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
 from ..errors import DiffusionLabError, TrainingInterrupted
-from . import evaluate, guidance, sample, train, upsample
+from . import evaluate, guidance, sample, serve, train, upsample
 from .args import add_threads_argument
 from .train import config_for_train
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": train.run, "train-autoencoder": train.run_autoencoder, "sample": sample.run, "upsample": upsample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
     "train-classifier": guidance.cmd_train_classifier, "inpaint": guidance.cmd_inpaint, "edit": guidance.cmd_edit,
+    "serve": serve.run,
 }
 
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     upsample.add_parser(sub)
     evaluate.add_parsers(sub)
     guidance.add_parsers(sub)
+    serve.add_parser(sub)
     for command in sub.choices.values():
         add_threads_argument(command)
     return p

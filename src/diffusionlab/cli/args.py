@@ -22,6 +22,17 @@ def positive_int(s: str) -> int:
     return value
 
 
+def non_negative_float(s: str) -> float:
+    """A finite number >= 0."""
+    try:
+        value = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
+    return value
+
+
 def positive_float(s: str) -> float:
     """A finite number > 0."""
     try:
@@ -118,16 +129,10 @@ def sampler_and_steps(args: argparse.Namespace, process: Any) -> tuple[str, int]
     """The sampler and step count asked for, with the family's defaults; a step (or corrector step) count that the
     sampler cannot use or that is absurd for any sampler is a one-line error, before any work."""
     from ..sampling import SamplerOptions, sampler_spec
+    from ..sampling.spec import sampler_and_steps as checked
 
-    sampler = args.sampler or process.default_sampler
-    steps = args.steps or process.default_steps(sampler)
+    sampler, steps = checked(process, args.sampler, args.steps, getattr(args, "sigma_spacing", None))
     spec = sampler_spec(sampler)
-    if steps > v.MAX_SAMPLING_STEPS:
-        raise ConfigError(f"--steps {steps} is more than any sampler needs (at most {v.MAX_SAMPLING_STEPS:,})")
-    # A discrete model has T steps: DDPM/DDIM walk a subset of them, and diffusers' linspace grid picks among them.
-    if process.T is not None and steps > process.T and (
-            spec.space == "vp" or (spec.space == "sigma" and getattr(args, "sigma_spacing", None) == "linspace")):
-        raise ConfigError(f"--steps {steps} is more than the model's T = {process.T}")
     corrector = getattr(args, "corrector_steps", None)
     if corrector is not None:
         spec.check(sampler, SamplerOptions(corrector_steps=corrector))

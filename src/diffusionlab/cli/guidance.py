@@ -251,11 +251,9 @@ def _conditioning(args: argparse.Namespace, kind: str) -> int:
     import torch
 
     from ..data import from_model_range, to_model_range
-    from ..editing import sdedit, start_step
+    from ..editing import start_step
     from ..image_files import load_images, load_mask
-    from ..inpainting import sample_inpaint
-    from ..samplers import NFECounter
-    from ..training.determinism import generator
+    from ..sampling.conditioned import inpaint_or_edit
     from ..viz import write_samples
 
     if kind == "edit" and not 0.0 <= args.strength <= 1.0:
@@ -286,21 +284,13 @@ def _conditioning(args: argparse.Namespace, kind: str) -> int:
     x_in = to_model_range(images).repeat_interleave(args.n, 0)
     variance = args.variance or run.process.variance
     clip = run.codec.x0_clip if not args.no_clip else None
-    results, nfe, t0 = [], 0, time.perf_counter()
-    for b, start in enumerate(range(0, total, args.batch_size)):
-        xb = x_in[start : start + args.batch_size]
-        counter = NFECounter(model.vp(None if y is None else y[start : start + args.batch_size]))
-        g = generator(args.seed, 1, b)
-        if kind == "inpaint":
-            x_T = torch.randn(xb.shape, generator=generator(args.seed, 0, b))
-            xb = sample_inpaint(counter, x_T, schedule, xb, mask, sampler=args.sampler, variance=variance, eta=args.eta,
-                                resample=args.resample, jump=args.jump, clip=clip, generator=g)
-        else:
-            xb = sdedit(counter, xb, schedule, args.strength, sampler=args.sampler, eta=args.eta, variance=variance,
-                        clip=clip, generator=g)
-        results.append(from_model_range(xb))
-        nfe = max(nfe, counter.nfe)
-    u8 = torch.cat(results)
+    t0 = time.perf_counter()
+    out_pixels, nfe = inpaint_or_edit(model, schedule, x_in, mask=mask,
+                                      strength=args.strength if kind == "edit" else None, sampler=args.sampler,
+                                      variance=variance, eta=args.eta, resample=getattr(args, "resample", 1),
+                                      jump=getattr(args, "jump", 1), clip=clip, seed=args.seed, y=y,
+                                      batch_size=args.batch_size)
+    u8 = from_model_range(out_pixels)
     # The grid: each input (for inpainting, unknown pixels shown mid-grey) followed by its n outputs.
     shown = images if mask is None else (images * mask + 128 * (1 - mask)).to(torch.uint8)
     rows = torch.cat([torch.cat([shown[i : i + 1], u8[i * args.n : (i + 1) * args.n]]) for i in range(len(images))])

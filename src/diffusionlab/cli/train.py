@@ -46,6 +46,8 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--mixed-precision", "train", "mixed_precision", str, "auto (the default: bf16 where the CPU or GPU has it, "
                                                                "else float32), no, bf16 or fp16"),
     ("--log-every", "train", "log_every", positive_int, "log metrics every N steps"),
+    ("--log", "train", "log", str, "jsonl (metrics.jsonl, always written) or tensorboard (also TensorBoard events in "
+                                   "RUN/tensorboard/: tensorboard --logdir RUN)"),
     ("--sample-every", "train", "sample_every", positive_int, "write a sample grid every N steps"),
     ("--checkpoint-every", "train", "checkpoint_every", positive_int, "write a checkpoint every N steps"),
     ("--keep-checkpoints", "train", "keep_checkpoints", positive_int, "how many checkpoints to keep"),

@@ -43,6 +43,23 @@ class SampleResult:
 
 
 @dataclass
+class Frame:
+    """Where the first batch is after step k of n_steps (the view `generate` gives `on_step`): x_k at a scale within
+    the data range and the x0 prediction, both in the model's space; `pixels()` decodes them."""
+
+    k: int
+    n_steps: int
+    label: str
+    x_t: Tensor
+    x0_hat: Tensor
+    decode: Callable[[Tensor], Tensor]
+
+    def pixels(self) -> tuple[Tensor, Tensor]:
+        """(x_t, x0_hat) decoded to pixels in [-1, 1]."""
+        return tuple(self.decode(x).cpu().clamp(*PIXEL_RANGE) for x in (self.x_t, self.x0_hat))  # type: ignore[return-value]
+
+
+@dataclass
 class Plan:
     """A sampler ready to run on batches: its step count, the scale of x_T, the batch runner and the frame labels."""
 
@@ -120,13 +137,15 @@ PROGRESS_DELAY = 0.5  # seconds before the sampling bar appears
 def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: int, sampler: str = "ddim",
              steps: int | None = None, *, options: SamplerOptions | None = None, seed: int = 0, y: Tensor | None = None,
              codec: Codec | None = None, batch_size: int = 256, trajectory_frames: int = 0, progress: bool = False,
-             device: torch.device | str = "cpu", on_batch: Callable[[Tensor], None] | None = None) -> SampleResult:
+             device: torch.device | str = "cpu", on_batch: Callable[[Tensor], None] | None = None,
+             on_step: Callable[[Frame], None] | None = None) -> SampleResult:
     """Draw n samples of the model's `shape` with the named sampler and decode them; the same seed gives the same images.
 
     `steps` defaults to the family's `default_steps(sampler)` (see spec.py for the NFE per step). The codec (pixels
     by default) decodes the samples and frames, and sets the range the x0 prediction is clipped to. With `on_batch`,
     each decoded batch (clamped to [-1, 1]) goes to it instead of into `images`, which stays empty: a large n
-    streams to disk (viz.SampleWriter) instead of being held in memory.
+    streams to disk (viz.SampleWriter) instead of being held in memory. With `on_step`, every step of the first
+    batch is shown to it as a `Frame` (the playground streams these); an exception it raises stops the sampling.
     """
     o, codec = options or SamplerOptions(), codec or PixelCodec()
     spec = sampler_spec(sampler)
@@ -155,6 +174,9 @@ def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: 
 
             def record(k: int, x_k: Tensor, x0_hat: Tensor | None = None, first: bool = b == 0) -> None:
                 bar.update(1)
+                if first and on_step is not None:
+                    on_step(Frame(k, plan.n_steps, plan.label(k), plan.display(k, x_k).detach(),
+                                  (plan.display(k, x_k) if x0_hat is None else x0_hat).detach(), codec.decode))
                 if first and k in frame_steps:
                     shown = plan.display(k, x_k)
                     frames.append((plan.label(k), shown[:16].detach(), (shown if x0_hat is None else x0_hat)[:16].detach()))
@@ -177,4 +199,4 @@ def generate(model: Denoiser, process: Process, shape: tuple[int, int, int], n: 
     return result
 
 
-__all__ = ["PLANS", "Plan", "SampleResult", "clipped", "generate", "sigma_plan", "time_plan", "vp_plan"]
+__all__ = ["PLANS", "Frame", "Plan", "SampleResult", "clipped", "generate", "sigma_plan", "time_plan", "vp_plan"]

@@ -111,5 +111,25 @@ def sampler_spec(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
+def sampler_and_steps(process: Process, sampler: str | None = None, steps: int | None = None,
+                      sigma_spacing: str | None = None) -> tuple[str, int]:
+    """The sampler and step count asked for, with the family's defaults; a step count the sampler cannot use (or
+    absurd for any sampler) is a one-line error, before any work."""
+    from ..validation import MAX_SAMPLING_STEPS
+
+    sampler = sampler or process.default_sampler
+    spec = sampler_spec(sampler)
+    steps = steps or process.default_steps(sampler)
+    if steps < 1:
+        raise ConfigError(f"the number of sampling steps must be >= 1, got {steps}")
+    if steps > MAX_SAMPLING_STEPS:
+        raise ConfigError(f"--steps {steps} is more than any sampler needs (at most {MAX_SAMPLING_STEPS:,})")
+    # A discrete model has T steps: DDPM/DDIM walk a subset of them, and diffusers' linspace grid picks among them.
+    if process.T is not None and steps > process.T and (
+            spec.space == "vp" or (spec.space == "sigma" and sigma_spacing == "linspace")):
+        raise ConfigError(f"--steps {steps} is more than the model's T = {process.T}")
+    return sampler, steps
+
+
 __all__ = ["LANGEVIN_STEPS_EACH", "ODE_SAMPLERS", "SAMPLERS", "SAMPLER_NAMES", "SIGMA_SAMPLERS", "VP_SAMPLERS",
-           "SamplerOptions", "SamplerSpec", "sampler_spec"]
+           "SamplerOptions", "SamplerSpec", "sampler_and_steps", "sampler_spec"]

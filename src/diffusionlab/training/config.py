@@ -109,6 +109,7 @@ class OptimConfig:
     text_conditional: bool = False  # condition on the data's captions (a text encoder trained jointly, GLIDE)
     label_dropout: float = 0.1  # p_uncond for classifier-free guidance (Ho & Salimans 2022): labels or captions
     log_every: int = 50
+    log: str = "jsonl"  # "tensorboard": metrics.jsonl and the preview grids also as TensorBoard events (tensorboard_log.py)
     sample_every: int = 1000
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -122,7 +123,11 @@ class OptimConfig:
     def validate(self) -> None:
         """One-line ConfigErrors for values that cannot work (wrong types and non-finite ones included)."""
         # Every field's type and range (OPTIM_RANGES), then what the fields mean together.
-        v.check_instance(self, "train", OPTIM_RANGES, {"mixed_precision": MIXED_PRECISION})
+        from .tensorboard_log import LOGS, check_available
+
+        v.check_instance(self, "train", OPTIM_RANGES, {"mixed_precision": MIXED_PRECISION, "log": LOGS})
+        if self.log == "tensorboard":
+            check_available()
         if self.steps is None and self.minutes is None:
             raise ConfigError("give a budget: steps or minutes")
         if self.class_conditional and self.text_conditional:

@@ -28,6 +28,7 @@ from ..viz import save_grid
 from .config import RunConfig
 from .determinism import derive_seed
 from .loop import INIT_KEY, StepContext
+from .presets import warn_if_oversized
 
 
 TEXT_ENCODER_DEFAULTS = {"dim": 64, "layers": 2, "heads": 4}
@@ -89,6 +90,7 @@ class DiffusionTask:
         self.data = load_dataset(cfg.data.source, cfg.data.data_dir, cfg.data.split, cfg.data.image_size,
                                  cfg.data.channels)
         self.shape = self.codec.latent_shape(self.data.shape)
+        warn_if_oversized(cfg.preset, self.data.shape, accelerator.is_main_process)
         self.tokenizer = self._tokenizer(cfg, run_dir, resume)
         self.superres = SuperResolution.from_config(cfg.task)
         fill_model_config(cfg, self.process, self.shape, self.data, self.tokenizer, self.superres)

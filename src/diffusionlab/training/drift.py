@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-BOOKKEEPING = frozenset({"train.steps", "train.minutes", "train.log_every", "train.sample_every",
+BOOKKEEPING = frozenset({"train.steps", "train.minutes", "train.log_every", "train.log", "train.sample_every",
                          "train.checkpoint_every", "train.keep_checkpoints", "train.nonfinite_patience",
                          "train.max_rollbacks", "train.rollback_lr_factor", "preview_n", "preset",
                          "task.aug_level"})  # an upsampler's sampling level: the preview grids' only

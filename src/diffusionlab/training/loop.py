@@ -42,6 +42,7 @@ from ..viz import plot_metrics
 from .checkpoint import (Checkpoint, NonFiniteError, latest_checkpoint, list_checkpoints, load_newest,
                          nonfinite_tensors, rng_state, save_checkpoint, set_rng_state)
 from .config import OptimConfig
+from .tensorboard_log import TensorBoardLog
 from .determinism import BatchStream, derive_seed, generator
 from .drift import check_changes, config_changes
 from .ema import EMA
@@ -381,6 +382,7 @@ class _Run:
             if not self.resume:
                 self.event("started", 0, version=__version__, mixed_precision=self.precision.mixed_precision,
                            precision_reason=self.precision.reason, threads=torch.get_num_threads())
+        tensorboard = TensorBoardLog(run_dir, start) if main and tc.log == "tensorboard" else None
         accelerator.wait_for_everyone()
 
         task.model, task.optimizer = accelerator.prepare(task.model, task.optimizer)
@@ -400,6 +402,10 @@ class _Run:
             print(f"training {task.description} -> {run_dir}  "
                   f"[{what}, batch {tc.batch_size} on {world} process(es), {accelerator.device}, "
                   f"{torch.get_num_threads()} thread(s), {self.precision}]", flush=True)
+            if tc.batch_size > task.num_examples:
+                print(f"warning: the data has {task.num_examples} images, fewer than the batch of {tc.batch_size}: "
+                      f"every batch repeats images; --batch-size {task.num_examples} or fewer trains the same data "
+                      "in cheaper steps", file=sys.stderr, flush=True)
 
         t0 = time.perf_counter()
         log_t, log_step, sums, loss_n, last_loss = t0, start, {}, 0, float("nan")
@@ -461,6 +467,8 @@ class _Run:
                     if skipped_since_log:
                         row["skipped_steps"] = skipped_since_log
                     _append_metrics(self.metrics_path, row, step)
+                    if tensorboard is not None:
+                        tensorboard.scalars(row)
                     if not interactive:
                         of = f"/{tc.steps}" if tc.steps is not None else ""
                         shown = f"loss {means['loss']:.4f}" if "loss" in means else "loss -"
@@ -502,11 +510,15 @@ class _Run:
             if main and (step % tc.sample_every == 0 or stop):
                 grid_path = task.preview({k: v.detach().cpu() for k, v in ema.state_dict().items()},
                                          run_dir / "samples" / f"step_{step:08d}.png")
+                if tensorboard is not None:
+                    tensorboard.grid(grid_path, step)
                 task.model.train()
             self.overhead += time.perf_counter() - t_over  # checkpoints and preview grids: wall time that trains nothing
             if stop:
                 break
         bar.close()
+        if tensorboard is not None:
+            tensorboard.close()
         elapsed = self.prior_elapsed + time.perf_counter() - t0
         if last_ckpt is None:
             last_ckpt = latest_checkpoint(run_dir)

@@ -45,6 +45,45 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# A user's own folder of RGB images at 32x32 (train --preset folder32 --data-dir DIR): the mnist recipe with three
+# levels at 32, 16 and 8 (attention at 8) and random horizontal flips (DDPM's CIFAR-10 augmentation).
+# Measured: BENCHMARKS.md, "The folder32 preset".
+PRESETS["folder32"] = {
+    **PRESETS["mnist"],
+    "data": {"source": "folder", "split": "all", "image_size": 32, "channels": 3, "hflip": True},
+    "model": {**PRESETS["mnist"]["model"], "attention_resolutions": [8]},
+    "sample": {**PRESETS["mnist"]["sample"], "n": 64},
+}
+
+# The image shape (C, H, W) each data preset's network and budget were sized for; training warns when the data is
+# much larger (the digits preset on a 32x32 RGB folder ran at 0.2 it/s without a word).
+SIZED_FOR: dict[str, tuple[int, int, int]] = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "folder32": (3, 32, 32)}
+
+
+def size_warning(preset: str | None, shape: tuple[int, int, int]) -> str | None:
+    """A warning when the data has 4x or more the values per image that `preset` (or its base preset) was sized for."""
+    base = next((name for name in sorted(SIZED_FOR, key=len, reverse=True)
+                 if preset == name or (preset or "").startswith(name + "-")), None)
+    if base is None:
+        return None
+    c, h, w = SIZED_FOR[base]
+    ratio = shape[0] * shape[1] * shape[2] / (c * h * w)
+    if ratio < 4:
+        return None
+    fits = "--preset folder32" if shape[0] == 3 and max(shape[1:]) <= 48 else "a preset sized for them"
+    return (f"preset {preset} is sized for {c}x{h}x{w} images; these are {'x'.join(map(str, shape))} ({ratio:.0f}x "
+            f"the values per image), so each step is slower and the step budget means less: use {fits}, or "
+            f"--image-size to train smaller")
+
+
+def warn_if_oversized(preset: str | None, shape: tuple[int, int, int], main: bool = True) -> None:
+    """Print `size_warning` (once, on the main process) before training starts."""
+    text = size_warning(preset, shape)
+    if text and main:
+        import sys
+
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
 
 # One preset per model family and data set: the digits / mnist recipe (network, optimiser, budget) with the
 # family's process. NOT tuned by measurement like `digits` and `mnist`: starting points for comparisons at an
