@@ -9,8 +9,9 @@ No 32x32 RGB data set ships offline, so the folder is made from the two real pho
 pixels wide, downsampled to 32x32 (Lanczos) and saved as PNG in one subfolder per photograph.
 
 `speed` trains every row for --minutes (alone, one after the other) and reads its median it/s from metrics.jsonl;
-`quality` trains the chosen rows for --minutes each and scores the variational bound in bits/dim (`evaluate --nll`,
-256 images of the folder) and a sample grid. Rows are `train --data-dir ROOT/photos` plus flags (ROWS).
+`quality` trains the chosen rows for --minutes each and scores the variational bound in bits/dim (`evaluate --nll`
+on a 100-step respaced chain, 256 images of the folder) and a sample grid. Rows are `train --data-dir ROOT/photos`
+plus flags (ROWS).
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ SPEED_HEADING = "## The folder32 preset: speed (issue 19)"
 QUALITY_HEADING = "## The folder32 preset: quality at an equal budget (issue 19)"
 ROWS: dict[str, tuple[list[str], str]] = {
     "digits-preset": (["--preset", "digits", "--dataset", "folder"], "the default preset (digits) on the folder"),
-    "folder32": (["--preset", "folder32"], "folder32: 32 channels x (1, 2, 2), attention at 8, batch 64"),
-    "folder32-64ch": (["--preset", "folder32", "--base-channels", "64"], "folder32 with 64 base channels"),
-    "folder32-4lvl": (["--preset", "folder32", "--channel-mult", "1,2,2,2"], "folder32 with a 4th level (4x4)"),
-    "folder32-2blk": (["--preset", "folder32", "--num-res-blocks", "2"], "folder32 with 2 blocks per level"),
-    "folder32-b32": (["--preset", "folder32", "--batch-size", "32"], "folder32 at batch 32"),
+    # measured when folder32 had three levels (1, 2, 2); it now has the 4th level of folder32-4lvl
+    "folder32": (["--preset", "folder32", "--channel-mult", "1,2,2"], "32 channels x (1, 2, 2), attention at 8, batch 64"),
+    "folder32-64ch": (["--preset", "folder32", "--channel-mult", "1,2,2", "--base-channels", "64"],
+                      "the row above with 64 base channels"),
+    "folder32-4lvl": (["--preset", "folder32", "--channel-mult", "1,2,2,2"], "a 4th level (4x4): folder32 now"),
+    "folder32-2blk": (["--preset", "folder32", "--channel-mult", "1,2,2", "--num-res-blocks", "2"],
+                      "(1, 2, 2) with 2 blocks per level"),
+    "folder32-b32": (["--preset", "folder32", "--channel-mult", "1,2,2", "--batch-size", "32"], "(1, 2, 2) at batch 32"),
 }
 CROPS_PER_PHOTO = 1000
 
@@ -58,7 +62,7 @@ def make(args: argparse.Namespace) -> None:
 
 
 def _flags(root: Path):
-    return lambda name: [*ROWS[name][0], "--data-dir", str(root / "photos")]
+    return lambda name: [*ROWS[name][0], "--data-dir", str(root / "photos"), "--log-every", "5"]
 
 
 def _median_its(run: Path) -> tuple[float, int]:
@@ -79,7 +83,8 @@ def speed(args: argparse.Namespace) -> None:
     """Each row for --minutes; the median it/s and img/s."""
     root = Path(args.root) / "speed"
     train_each(root, args.rows, _flags(Path(args.root)), args.minutes)
-    lines = ["| row | what | parameters (M) | batch | it/s | img/s | steps in 20 min |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | what | parameters (M) | batch | it/s | img/s | steps in 20 min |",
+             "|---|---|---|---|---|---|---|"]
     for name in args.rows:
         run = root / name
         its, _ = _median_its(run)
@@ -94,23 +99,31 @@ def speed(args: argparse.Namespace) -> None:
 def quality(args: argparse.Namespace) -> None:
     """The chosen rows for --minutes each: bits/dim (the variational bound) and a grid."""
     root = Path(args.root) / "quality"
-    train_each(root, args.rows, _flags(Path(args.root)), args.minutes)
-    lines = ["| row | steps | it/s | bits/dim (256 images, EMA) | samples |", "|---|---|---|---|---|"]
+    # Equal time at each row's speed as measured by `speed` (alone on the machine): --minutes x its it/s in steps,
+    # so the comparison holds even while other work shares the CPU.
+    speed_of = {name: _median_its(Path(args.root) / "speed" / name)[0] for name in args.rows}
+    train_each(root, args.rows, _flags(Path(args.root)), args.minutes,
+               steps=lambda name: round(args.minutes * 60 * speed_of[name]))
+    lines = ["| row | steps (5 min at the speed table's it/s) | bits/dim (bound, 100-step chain, 256 images, EMA) | "
+             "samples |",
+             "|---|---|---|---|"]
     for name in args.rows:
         run = root / name
-        its, steps = _median_its(run)
+        _, steps = _median_its(run)
         out = run / "eval" / "nll.json"
         if not out.exists():
-            cli("evaluate", str(run), "--nll", "--split", "all", "--nll-n", "256", "--json", str(out))
-        bpd = json.loads(out.read_text())["bits_per_dim"]
+            cli("evaluate", str(run), "--nll", "--split", "all", "--nll-n", "256", "--nll-steps", "100",
+                "--json", str(out))
+        bpd = json.loads(out.read_text())["nll"]["bits_per_dim"]
         grid = run / "samples" / "final-grid.npz"
         if not grid.exists():
             cli("sample", str(run), "--n", "36", "--sampler", "dpmpp2m", "--steps", "20", "--out", str(grid))
-        lines.append(f"| {name} | {steps} | {its:.2f} | {bpd:.3f} | `{grid.with_suffix('.png').name}` |")
+        lines.append(f"| {name} | {steps} | {bpd:.3f} | `{grid.with_suffix('.png').name}` |")
     publish(QUALITY_HEADING, _body(f"`python benchmarks/bench_folder32.py quality --root ROOT --rows "
-                                   f"{' '.join(args.rows)} --minutes {args.minutes:g}`; bits/dim: `evaluate --nll "
-                                   "--split all --nll-n 256` (the folder has no test split; with 2,000 images a few "
-                                   "minutes cannot memorise them)", lines), args.write)
+                                   f"{' '.join(args.rows)} --minutes {args.minutes:g}` (each row trained for --minutes at its speed in the "
+                                   "table above, as a step budget); bits/dim: `evaluate --nll "
+                                   "--split all --nll-n 256 --nll-steps 100` (the folder has no test split; with "
+                                   "2,000 images a few minutes cannot memorise them)", lines), args.write)
 
 
 def _body(command: str, lines: list[str]) -> str:

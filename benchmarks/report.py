@@ -89,9 +89,12 @@ def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: 
     return json.loads(path.read_text())
 
 
-def train_each(root: Path, names: list[str], flags: Callable[[str], list[str]], minutes: float) -> None:
+def train_each(root: Path, names: list[str], flags: Callable[[str], list[str]], minutes: float,
+               steps: Callable[[str], int] | None = None) -> None:
     """`diffusionlab train --minutes M --out ROOT/NAME FLAGS(NAME)` for each name, one after the other (never two at
-    once: they would share the cores), skipping runs that exist; each one's output goes to ROOT/NAME.log."""
+    once: they would share the cores), skipping runs that exist; each one's output goes to ROOT/NAME.log. With
+    `steps`, each run's budget is --steps STEPS(NAME) instead (a time budget converted at a measured speed, which a
+    busy machine cannot shorten)."""
     import subprocess
     import sys
 
@@ -101,7 +104,8 @@ def train_each(root: Path, names: list[str], flags: Callable[[str], list[str]], 
         if (out / "config.json").exists():
             print(f"{name}: exists, skipped", flush=True)
             continue
-        cmd = [sys.executable, "-m", "diffusionlab.cli", "train", "--minutes", str(minutes), "--out", str(out),
+        budget = ["--steps", str(steps(name))] if steps is not None else ["--minutes", str(minutes)]
+        cmd = [sys.executable, "-m", "diffusionlab.cli", "train", *budget, "--out", str(out),
                "--progress", "lines", "--sample-every", "1000000", *flags(name)]
         print(f"{name}: {' '.join(cmd[3:])}", flush=True)
         with open(root / f"{name}.log", "w") as log:

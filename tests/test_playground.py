@@ -413,3 +413,19 @@ def test_browser_shows_errors_and_cancels(page: Any):
         _wait_done(page, "a")
         assert "NFE 1" in page.inner_text("#status-a")
         assert _natural(page, "final-a")[:2] == (baseline["width"], baseline["height"])
+
+
+def test_browser_renders_the_explain_page(page: Any, runs: dict[str, Path], tmp_path: Path):
+    """`explain`'s page in the same browser: every figure a decoded picture (the last browser test: it leaves the
+    playground). On DIFFUSIONLAB_PLAYGROUND_RUNS, the first run's page and the README's screenshot (docs/explain.png)."""
+    from helpers import run_cli
+
+    run = REAL_RUNS.split(":")[0] if REAL_RUNS else str(runs["cond"])
+    out = tmp_path / "explain"
+    res = run_cli("explain", run, "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stderr
+    page.goto((out / "index.html").resolve().as_uri())
+    sizes = page.evaluate("Array.from(document.images).map((i) => [i.complete, i.naturalWidth, i.naturalHeight])")
+    assert len(sizes) >= 4 and all(c and w > 0 and h > 0 for c, w, h in sizes), sizes
+    page.set_viewport_size({"width": 1180, "height": 640})
+    _shot(page, "explain.png", tmp_path)

@@ -6,6 +6,7 @@
   evaluate.py   evaluate, classify
   guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
   serve.py      serve (the web playground of serve/)
+  explain.py    explain (the papers' figures from a run), report (a run's page)
 
 Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2; a training run
 that diverged beyond recovery exits 3, one stopped by SIGINT/SIGTERM (after checkpointing) 130/143. Set
@@ -21,7 +22,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
 from ..errors import DiffusionLabError, TrainingInterrupted
-from . import evaluate, guidance, sample, serve, train, upsample
+from . import evaluate, explain, guidance, sample, serve, train, upsample
 from .args import add_threads_argument
 from .train import config_for_train
 
@@ -29,6 +30,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": train.run, "train-autoencoder": train.run_autoencoder, "sample": sample.run, "upsample": upsample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
     "train-classifier": guidance.cmd_train_classifier, "inpaint": guidance.cmd_inpaint, "edit": guidance.cmd_edit,
     "serve": serve.run,
+    "explain": explain.run_explain, "report": explain.run_report,
 }
 
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parsers(sub)
     guidance.add_parsers(sub)
     serve.add_parser(sub)
+    explain.add_parsers(sub)
     for command in sub.choices.values():
         add_threads_argument(command)
     return p

@@ -41,10 +41,12 @@ def add_parser(sub: Any) -> None:
                    help="runs to serve (default: every run directory in ./runs)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free port)")
+    s.add_argument("--port", type=port, default=DEFAULT_PORT,
+                   help=f"TCP port (default {DEFAULT_PORT}; 0: any free port)")
     s.add_argument("--no-ema", action="store_true", help="the raw weights instead of the EMA weights")
     s.add_argument("--frame-interval", type=non_negative_float, default=FRAME_INTERVAL, metavar="SECONDS",
-                   help=f"stream x_t and the x0 prediction at most this often (default {FRAME_INTERVAL}; 0: every step)")
+                   help=f"stream x_t and the x0 prediction at most this often (default {FRAME_INTERVAL}; "
+                        "0: every step)")
     add_precision_flag(s)
 
 

@@ -85,7 +85,7 @@ def build_extractor(kind: str, train: ImageDataset, test: ImageDataset | None, *
     if kind == "inception":
         if not (inception_weights or download):
             raise ConfigError("the Inception extractor needs --inception-weights FILE (or --download-inception when online)")
-        return InceptionExtractor(inception_weights, download=download)
+        return InceptionExtractor(inception_weights, download=download, progress=progress)
     if kind == "domain":
         return domain_extractor(train, test, cache_dir=cache_dir, progress=progress)
     raise ConfigError(f"unknown extractor {kind!r}; choose from {', '.join(EXTRACTORS)}")

@@ -95,20 +95,25 @@ class InceptionExtractor:
     feature_dim = FEATURE_DIM
 
     def __init__(self, weights_path: str | os.PathLike | None = None, download: bool = False,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, progress: bool = False) -> None:
         path = Path(weights_path).expanduser() if weights_path is not None else cache_dir() / FID_WEIGHTS_FILE
         self.model = load_inception(path, download=download)
         self.weights_sha256 = sha256_file(path)  # identifies the weights in the reference-feature cache key
         self.name = "inception-v3-pool3"
         self.cache_key = f"inception-v3-pool3@{self.weights_sha256[:16]}"
         self.batch_size = batch_size
+        self.progress = progress  # a bar (with ETA) over the images: 299x299 Inception passes are slow on a CPU
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """pool3 features (N, 2048) and logits (N, 1008) of uint8 images, in batches."""
+        from tqdm.auto import tqdm
+
         images = _as_uint8_images(images)
         feats, logits = [], []
-        for start in range(0, len(images), self.batch_size):
+        starts = range(0, len(images), self.batch_size)
+        # shown after half a second, like the sampling bar: a small call prints nothing
+        for start in tqdm(starts, desc="Inception features", unit="batch", disable=not self.progress, delay=0.5):
             f, z = self.model(preprocess(images[start:start + self.batch_size]))
             feats.append(f.double().numpy())
             logits.append(z.double().numpy())

@@ -2,6 +2,8 @@
 `edit` commands, `Run.inpaint` / `Run.edit` and the playground, so that the same seed gives the same images in each.
 
 Each batch b draws its starting noise from generator(seed, 0, b) and its step noise from generator(seed, 1, b).
+The two algorithms are looked up on their modules at call time (`inpainting.sample_inpaint`), so a wrapper or a
+test's stand-in installed there is the one that runs.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .. import editing, inpainting
 from ..data.dataset import PIXEL_RANGE
 from ..denoiser import Denoiser
-from ..editing import sdedit
-from ..inpainting import sample_inpaint
 from ..samplers import NFECounter
 from ..samplers.common import ClipRange
 from ..schedules import NoiseSchedule
@@ -44,11 +45,12 @@ def inpaint_or_edit(model: Denoiser, schedule: NoiseSchedule, x_in: Tensor, *, m
 
         if mask is not None:
             x_T = torch.randn(xb.shape, generator=generator(seed, 0, b))
-            xb = sample_inpaint(counter, x_T, schedule, xb, mask, sampler=sampler, variance=variance, eta=eta,
-                                resample=resample, jump=jump, clip=clip, generator=g, callback=record)
+            xb = inpainting.sample_inpaint(counter, x_T, schedule, xb, mask, sampler=sampler, variance=variance,
+                                           eta=eta, resample=resample, jump=jump, clip=clip, generator=g,
+                                           callback=record)
         else:
-            xb = sdedit(counter, xb, schedule, float(strength), sampler=sampler, eta=eta, variance=variance,  # type: ignore[arg-type]
-                        clip=clip, generator=g, callback=record)
+            xb = editing.sdedit(counter, xb, schedule, float(strength),  # type: ignore[arg-type]
+                                sampler=sampler, eta=eta, variance=variance, clip=clip, generator=g, callback=record)
         outputs.append(xb.clamp(*PIXEL_RANGE))
         nfe = max(nfe, counter.nfe)
     return torch.cat(outputs), nfe
