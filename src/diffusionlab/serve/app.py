@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..api import Run
 from ..errors import DiffusionLabError
+from ..pages.html import data_uri
 from ..validation import MAX_SAMPLING_STEPS
 from ..viz import png_bytes
 from .jobs import TERMINAL, Busy, Job, Worker
@@ -100,9 +101,7 @@ class Served:
 
 def data_url(images: torch.Tensor) -> str:
     """uint8 images (N, C, H, W) as a PNG data URL: one image at its own size, several as a grid."""
-    one = len(images) == 1
-    png = png_bytes(images, padding=0 if one else 1, min_tile=1)
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return data_uri(png_bytes(images, padding=0 if len(images) == 1 else 1, min_tile=1))
 
 
 def decode_png(url: str, what: str) -> Image.Image:
