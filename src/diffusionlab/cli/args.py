@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import Any, Callable
 
 from .. import validation as v
 from ..errors import ConfigError
@@ -20,6 +20,21 @@ def positive_int(s: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in lo..hi."""
+
+    def parse(s: str) -> int:
+        try:
+            value = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number in {lo}..{hi}, got {s!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected a whole number in {lo}..{hi}, got {value}")
+        return value
+
+    return parse
 
 
 def non_negative_float(s: str) -> float:

@@ -6,23 +6,11 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
-from .args import add_precision_flag, int_list, positive_int, seed
+from .args import add_precision_flag, int_in, int_list, positive_int, seed
 from .outputs import add_overwrite_flag, check_output_file, check_output_folder
-
-
-def int_in(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse type: a whole number in lo..hi (lo >= 1)."""
-
-    def parse(s: str) -> int:
-        value = positive_int(s)
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"expected a whole number in {lo}..{hi}, got {value}")
-        return value
-
-    return parse
 
 
 def scale_list(s: str) -> list[float]:
@@ -155,4 +143,4 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parsers", "figure_list", "int_in", "run_explain", "run_report", "scale_list"]
+__all__ = ["add_parsers", "figure_list", "run_explain", "run_report", "scale_list"]

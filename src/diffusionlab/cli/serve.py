@@ -14,21 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .args import add_precision_flag, non_negative_float
+from .args import add_precision_flag, int_in, non_negative_float
 
 DEFAULT_PORT = 8765
 FRAME_INTERVAL = 0.1  # serve/app.py's default, repeated here so that `--help` does not import FastAPI
-
-
-def port(text: str) -> int:
-    """A TCP port: 0 (any free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--port must be an integer in [0, 65535], got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"--port must be in [0, 65535], got {value}")
-    return value
 
 
 def add_parser(sub: Any) -> None:
@@ -41,7 +30,7 @@ def add_parser(sub: Any) -> None:
                    help="runs to serve (default: every run directory in ./runs)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=port, default=DEFAULT_PORT,
+    s.add_argument("--port", type=int_in(0, 65535), default=DEFAULT_PORT,
                    help=f"TCP port (default {DEFAULT_PORT}; 0: any free port)")
     s.add_argument("--no-ema", action="store_true", help="the raw weights instead of the EMA weights")
     s.add_argument("--frame-interval", type=non_negative_float, default=FRAME_INTERVAL, metavar="SECONDS",
