@@ -3,11 +3,13 @@ data order, same budget, trained one after the other on one machine), scored the
 
     python benchmarks/bench_recipe.py train --root ROOT --minutes 20 --data-dir DIR [--rows preset-fp32 preset-bf16 ...]
     python benchmarks/bench_recipe.py report --root ROOT --data-dir DIR [--n 2000] [--write]
+    python benchmarks/bench_recipe.py posthoc --root ROOT --data-dir DIR [--row posthoc] [--sigma-rel 0.05,0.1,...]
 
 A row is the `mnist` preset plus command-line flags (ROWS). Scores (EMA weights, seed 0, cached in RUN/eval/): FID,
 KID, precision and recall (k = 3) of n samples against the MNIST test split with the domain extractor, for the
 preset's sampler (DDIM, 50 steps) and for DPM-Solver++(2M) at 10 steps, beside the real-data floor; the training
-steps it fitted in the budget and its median it/s.
+steps it fitted in the budget and its median it/s. `posthoc` rebuilds a row's EMA at each sigma_rel from its snapshots
+(EDM2's post-hoc EMA, `diffusionlab posthoc-ema`) and scores each length the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, publish, score_row, train_each  # noqa: E402
+from report import cli, machine, publish, score_row, train_each  # noqa: E402
 
 HEADING = "## The mnist recipe at an equal budget (issue 18)"
 ROWS: dict[str, tuple[list[str], str]] = {
@@ -35,7 +37,10 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "ema9995": (["--mixed-precision", "bf16", "--ema-decay", "0.9995"], "bf16 + EMA decay 0.9995"),
     "simple-loss": (["--mixed-precision", "bf16", "--variance", "beta_tilde", "--loss", "simple"],
                     "bf16 + fixed variance, L_simple"),
+    "posthoc": (["--mixed-precision", "bf16", "--weighting", "min_snr", "--posthoc-ema", "0.05,0.1,0.2",
+                 "--posthoc-ema-every", "250"], "bf16 + Min-SNR-5, post-hoc EMA snapshots (sigma_rel 0.05, 0.1, 0.2)"),
 }
+POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 
 
@@ -85,6 +90,41 @@ def report(args: argparse.Namespace) -> None:
     publish(args.heading, body, args.write)
 
 
+def posthoc(args: argparse.Namespace) -> None:
+    """Rebuild each --sigma-rel of a row trained with post-hoc EMA snapshots, score each (and the run's own EMA) with
+    every sampler, and print (with --write, publish) the table."""
+    run = Path(args.root) / args.row
+    samplers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
+    cli("posthoc-ema", str(run), "--sigma-rel", ",".join(f"{x:g}" for x in args.sigma_rel))
+    step = summary(run)["steps"]
+    from diffusionlab.training.posthoc_ema import output_dir
+
+    cands = [("the run's EMA (decay 0.999)", None, "")] + [
+        (f"post-hoc sigma_rel {x:g}", output_dir(run, x, step), f"-posthoc{x:g}") for x in args.sigma_rel]
+    lines = ["| weights | fit error | " + " | ".join(f"FID {s} {k}" for s, k in samplers)
+             + f" | precision / recall ({samplers[0][0]}) |", "|" + "---|" * (3 + len(samplers))]
+    floor = None
+    for label, folder, tag in cands:
+        scores = [score_row(run, s, k, 0.0, args.n, None, checkpoint=folder, tag=tag)["quality"] for s, k in samplers]
+        floor = scores[0]["floor"]["fid"]
+        fit = "-" if folder is None else \
+            f"{100 * json.loads((folder / 'state.json').read_text())['posthoc_ema']['fit_error']:.2f}%"
+        lines.append(f"| {label} | {fit} | " + " | ".join(f"{q['fid']:.2f}" for q in scores)
+                     + f" | {scores[0]['precision']:.3f} / {scores[0]['recall']:.3f} |")
+    info = summary(run)
+    body = "\n".join([
+        f"- Machine: {machine()}; CPU flags: {' '.join(_flags())}",
+        f"- Command: `python benchmarks/bench_recipe.py train --root ROOT --minutes {args.minutes:g} --data-dir DIR "
+        f"--rows {args.row}`, then `posthoc --root ROOT --data-dir DIR --row {args.row} --sigma-rel "
+        f"{','.join(f'{x:g}' for x in args.sigma_rel)} --n {args.n} --write`",
+        f"- The row `{args.row}` ({ROWS[args.row][1]}): {info['steps']} steps in {info['minutes']:.1f} min "
+        f"({info['it_per_s']:.2f} it/s); every candidate is the same training run's weights at its last step, "
+        f"averaged differently; scored with `evaluate --fid --checkpoint` on {args.n} samples (seed 0, domain "
+        "extractor, k = 3)" + (f"; real-data floor FID {floor:.2f}" if floor is not None else ""),
+        "", *lines])
+    publish(args.heading or POSTHOC_HEADING, body, args.write)
+
+
 def _flags() -> list[str]:
     from diffusionlab.training.precision import cpu_bf16_flags
 
@@ -95,18 +135,23 @@ def main() -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "report"):
+    for name in ("train", "report", "posthoc"):
         s = sub.add_parser(name)
         s.add_argument("--root", required=True)
         s.add_argument("--data-dir", required=True)
         s.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
         s.add_argument("--minutes", type=float, default=20.0)
-    sub.choices["report"].add_argument("--n", type=int, default=2000)
-    sub.choices["report"].add_argument("--write", action="store_true")
-    sub.choices["report"].add_argument("--heading", default=HEADING, help="the BENCHMARKS.md section to write")
-    sub.choices["report"].add_argument("--samplers", default=SAMPLERS, help="NAME:STEPS,... (default %(default)s)")
+    for name in ("report", "posthoc"):
+        sub.choices[name].add_argument("--n", type=int, default=2000)
+        sub.choices[name].add_argument("--write", action="store_true")
+        sub.choices[name].add_argument("--heading", default=HEADING if name == "report" else None,
+                                       help="the BENCHMARKS.md section to write")
+        sub.choices[name].add_argument("--samplers", default=SAMPLERS, help="NAME:STEPS,... (default %(default)s)")
+    sub.choices["posthoc"].add_argument("--row", default="posthoc", choices=list(ROWS))
+    sub.choices["posthoc"].add_argument("--sigma-rel", type=lambda s: [float(x) for x in s.split(",")],
+                                        default=[0.05, 0.1, 0.15, 0.2, 0.25])
     args = p.parse_args()
-    (train if args.cmd == "train" else report)(args)
+    {"train": train, "report": report, "posthoc": posthoc}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -69,14 +69,15 @@ def cli(*args: str, threads: int | None = None) -> str:
 
 
 def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: int | None, *,
-              run_missing: bool = True) -> dict | None:
+              run_missing: bool = True, checkpoint: Path | None = None, tag: str = "") -> dict | None:
     """`evaluate --fid` of one sampler setting, cached as RUN/eval/fid_nfe/KEY-nN.json (None if missing and not run).
 
-    `sampler` may name a sigma grid as `NAME@SPACING` (e.g. `dpmpp2m@time`: `--sigma-spacing time`)."""
+    `sampler` may name a sigma grid as `NAME@SPACING` (e.g. `dpmpp2m@time`: `--sigma-spacing time`); `checkpoint`
+    scores that checkpoint folder instead of the newest (`tag` then names it in the cache key)."""
     import json
     import time
 
-    path = run / "eval" / "fid_nfe" / f"{sampler}-{steps}-eta{eta:g}-n{n}.json"
+    path = run / "eval" / "fid_nfe" / f"{sampler}-{steps}-eta{eta:g}-n{n}{tag}.json"
     if not path.exists():  # resumable: a finished setting is not recomputed
         if not run_missing:
             return None
@@ -84,7 +85,8 @@ def score_row(run: Path, sampler: str, steps: int, eta: float, n: int, threads: 
         t0 = time.perf_counter()
         name, _, spacing = sampler.partition("@")
         cli("evaluate", str(run), "--fid", "--n", str(n), "--sampler", name, "--steps", str(steps),
-            "--eta", str(eta), *(("--sigma-spacing", spacing) if spacing else ()), "--json", str(path), threads=threads)
+            "--eta", str(eta), *(("--sigma-spacing", spacing) if spacing else ()), "--json", str(path),
+            *(("--checkpoint", str(checkpoint)) if checkpoint is not None else ()), threads=threads)
         print(f"{run.name} {path.stem}: {time.perf_counter() - t0:.0f} s", flush=True)
     return json.loads(path.read_text())
 

@@ -183,7 +183,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Any:
 # Positional arguments that fail before any work: a run that does not exist, a samples file that does not exist.
 POSITIONAL = {"sample": ["no-run"], "evaluate": ["no-run"], "classify": ["none.npz"], "train-classifier": ["no-run"],
               "inpaint": ["no-run"], "edit": ["no-run"], "train": [], "train-autoencoder": [], "upsample": ["no-run"],
-              "serve": ["no-run"], "explain": ["no-run"], "report": ["no-run"]}
+              "serve": ["no-run"], "explain": ["no-run"], "report": ["no-run"], "posthoc-ema": ["no-run"]}
 
 
 @settings(max_examples=250, **SETTINGS)

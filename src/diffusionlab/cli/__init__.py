@@ -7,6 +7,7 @@
   guidance.py   train-classifier, inpaint, edit (and the guided model of `sample`)
   serve.py      serve (the web playground of serve/)
   explain.py    explain (the papers' figures from a run), report (a run's page)
+  posthoc_ema.py  posthoc-ema (EDM2: the EMA of any length from a run's snapshots, scored by FID)
 
 Every user error (bad argument, missing or corrupt file) ends as one line on stderr and exit code 2; a training run
 that diverged beyond recovery exits 3, one stopped by SIGINT/SIGTERM (after checkpointing) 130/143. Set
@@ -22,7 +23,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
 from ..errors import DiffusionLabError, TrainingInterrupted
-from . import evaluate, explain, guidance, sample, serve, train, upsample
+from . import evaluate, explain, guidance, posthoc_ema, sample, serve, train, upsample
 from .args import add_threads_argument
 from .train import config_for_train
 
@@ -30,7 +31,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": train.run, "train-autoencoder": train.run_autoencoder, "sample": sample.run, "upsample": upsample.run, "evaluate": evaluate.run, "classify": evaluate.run_classify,
     "train-classifier": guidance.cmd_train_classifier, "inpaint": guidance.cmd_inpaint, "edit": guidance.cmd_edit,
     "serve": serve.run,
-    "explain": explain.run_explain, "report": explain.run_report,
+    "explain": explain.run_explain, "report": explain.run_report, "posthoc-ema": posthoc_ema.run,
 }
 
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     guidance.add_parsers(sub)
     serve.add_parser(sub)
     explain.add_parsers(sub)
+    posthoc_ema.add_parser(sub)
     for command in sub.choices.values():
         add_threads_argument(command)
     return p

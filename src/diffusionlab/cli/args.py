@@ -87,6 +87,21 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
                         "keep cores busy, with a warning)")
 
 
+def sigma_rel_list(s: str) -> list[float]:
+    """Comma-separated relative EMA lengths sigma_rel in (0, 1/sqrt(12)], e.g. 0.05,0.1 (training/ema.py)."""
+    from ..training.ema import SIGMA_REL_MAX
+
+    try:
+        values = [float(x) for x in s.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.05,0.1, got {s!r}") from None
+    bad = [v for v in values if not 0 < v <= SIGMA_REL_MAX]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"expected sigma_rel values in (0, {SIGMA_REL_MAX:.4f}] (1/sqrt(12) is the "
+                                         f"uniform average of all of training), got {s!r}")
+    return values
+
+
 def int_list(s: str) -> list[int]:
     """Comma-separated whole numbers, e.g. 1,2,2."""
     try:
@@ -202,4 +217,5 @@ def npz_out(out: Any, overwrite: bool = False, companions: tuple[str, ...] = (".
 
 
 __all__ = ["add_guidance_flags", "add_model_flags", "add_sampler_options", "check_sampling_memory", "class_id",
-           "int_list", "npz_out", "positive_float", "positive_int", "sampler_and_steps", "sampler_options", "seed"]
+           "int_list", "npz_out", "positive_float", "positive_int", "sampler_and_steps", "sampler_options", "seed",
+           "sigma_rel_list"]

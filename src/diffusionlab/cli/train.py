@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ..data import DATASETS, SPLITS
 from ..errors import ConfigError
-from .args import int_list, positive_float, positive_int
+from .args import int_list, positive_float, positive_int, sigma_rel_list
 from .run_args import (add_run_arguments, launched, layered, print_result, progress_mode, put_budget,
                        resume_dir, trained)
 
@@ -43,6 +43,15 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--warmup-steps", "train", "warmup_steps", int, "linear learning-rate warm-up steps"),
     ("--grad-clip", "train", "grad_clip", float, "gradient-norm clipping (0 disables)"),
     ("--ema-decay", "train", "ema_decay", float, "EMA decay"),
+    ("--ema-sigma-rel", "train", "ema_sigma_rel", positive_float, "sample from EDM2's power-function EMA of this "
+                                                                   "relative length (e.g. 0.1) instead of --ema-decay's "
+                                                                   "exponential one"),
+    ("--posthoc-ema", "train", "posthoc_ema", sigma_rel_list, "post-hoc EMA (EDM2): track power-function EMAs of these "
+                                                               "relative lengths sigma_rel, e.g. 0.05,0.1, and write "
+                                                               "their snapshots to RUN/ema_snapshots/; then "
+                                                               "`diffusionlab posthoc-ema RUN --sigma-rel S`"),
+    ("--posthoc-ema-every", "train", "posthoc_ema_every", positive_int, "steps between post-hoc EMA snapshots "
+                                                                         "(default 500; also at every checkpoint)"),
     ("--mixed-precision", "train", "mixed_precision", str, "auto (the default: bf16 where the CPU or GPU has it, "
                                                                "else float32), no, bf16 or fp16"),
     ("--log-every", "train", "log_every", positive_int, "log metrics every N steps"),

@@ -116,6 +116,7 @@ class Checkpoint:
     state: dict[str, Any]
     extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # second networks, by name
     extra_optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # further state (post-hoc EMAs), by name
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -145,14 +146,16 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int | None = None,
     extra: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
+    tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically and prune to the newest `keep`; returns its folder.
 
-    `extra` maps the name of each further trained network to (its weights, its optimizer's state_dict).
+    `extra` maps the name of each further trained network to (its weights, its optimizer's state_dict); `tensors`
+    maps a name to further state saved as NAME.safetensors (the post-hoc EMAs' averages).
     """
-    extra = extra or {}
-    for name in extra:
-        if not _NAME.match(name) or name in ("model", "ema", "optimizer", "state"):
+    extra, tensors = extra or {}, tensors or {}
+    for name in (*extra, *tensors):
+        if not _NAME.match(name) or name in ("model", "ema", "optimizer", "state") or name.startswith("optimizer_"):
             raise ValueError(f"invalid extra network name {name!r}")
     opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
     extra_files = {}
@@ -161,7 +164,7 @@ def save_checkpoint(
         extra_files[name] = (weights, extra_tensors, meta)
     groups = {"model": model, "ema": ema, "optimizer": opt_tensors,
               **{name: w for name, (w, _, _) in extra_files.items()},
-              **{f"optimizer_{name}": t for name, (_, t, _) in extra_files.items()}}
+              **{f"optimizer_{name}": t for name, (_, t, _) in extra_files.items()}, **tensors}
     bad = nonfinite_tensors(groups)
     if bad:
         raise NonFiniteError(f"step {step}: non-finite values in {', '.join(bad[:3])}"
@@ -181,9 +184,13 @@ def save_checkpoint(
             save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / f"{name}.safetensors"))
             save_file(extra_tensors, str(tmp / f"optimizer_{name}.safetensors"))
             extra_meta[name] = meta
+        for name, group in tensors.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in group.items()}, str(tmp / f"{name}.safetensors"))
         full_state = {**state, "step": step, "optimizer": opt_meta}
         if extra_meta:
             full_state["extra_optimizers"] = extra_meta
+        if tensors:
+            full_state["tensors"] = sorted(tensors)
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
         for path in tmp.iterdir():
             with open(path, "rb") as f:
@@ -230,6 +237,11 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
         if not _NAME.match(str(name)):
             raise CheckpointError(f"checkpoint file {state_path} names an invalid network {name!r}")
         extra[name] = _load_tensors(path / f"{name}.safetensors")
+    tensors = {}
+    for name in state.get("tensors") or []:
+        if not _NAME.match(str(name)):
+            raise CheckpointError(f"checkpoint file {state_path} names an invalid tensor file {name!r}")
+        tensors[name] = _load_tensors(path / f"{name}.safetensors")
     if with_optimizer:
         try:
             optimizer = unflatten_optimizer_state(_load_tensors(path / "optimizer.safetensors"), state["optimizer"])
@@ -238,7 +250,7 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
                                                                    meta)
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"checkpoint {path} has unreadable optimizer state") from None
-    return Checkpoint(path, step, model, ema, optimizer, state, extra, extra_optimizers)
+    return Checkpoint(path, step, model, ema, optimizer, state, extra, extra_optimizers, tensors)
 
 
 def load_newest(run_dir: Path, with_optimizer: bool = True,

@@ -18,6 +18,7 @@ from .. import validation as v
 from ..errors import ConfigError
 from ..processes import registry
 from ..processes.base import Process
+from .ema import SIGMA_REL_MAX
 from .precision import MIXED_PRECISION
 
 
@@ -103,6 +104,13 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True
+    # The EMA that sampling uses as EDM2's power function of this relative length (ema.PowerEMA) instead of the
+    # exponential one of ema_decay: the same average at every point of training (docs/maths.md section 13).
+    ema_sigma_rel: float | None = None
+    # Post-hoc EMA (EDM2; posthoc_ema.py): the sigma_rel of each power-function EMA tracked alongside, written to
+    # RUN/ema_snapshots/ every `posthoc_ema_every` steps and at every checkpoint; () tracks none.
+    posthoc_ema: tuple[float, ...] = ()
+    posthoc_ema_every: int = 500
     seed: int = 0
     mixed_precision: str = "auto"  # one of MIXED_PRECISION (through HF Accelerate); "auto": precision.py
     class_conditional: bool = False
@@ -130,12 +138,19 @@ class OptimConfig:
             check_available()
         if self.steps is None and self.minutes is None:
             raise ConfigError("give a budget: steps or minutes")
+        if len(set(self.posthoc_ema)) != len(self.posthoc_ema) or len(self.posthoc_ema) > MAX_POSTHOC_EMAS:
+            raise ConfigError(f"train.posthoc_ema must be at most {MAX_POSTHOC_EMAS} different sigma_rel values, got "
+                              f"{list(self.posthoc_ema)}")
         if self.class_conditional and self.text_conditional:
             raise ConfigError("train on class labels or on captions, not both (class_conditional, text_conditional)")
 
 
+MAX_POSTHOC_EMAS = 8  # each tracked average is one more copy of the weights, updated every step
+
 # The range of every number in the `train` section (checked with its type by validation.check_fields).
 OPTIM_RANGES: dict[str, v.Range] = {
+    "posthoc_ema": v.Range(0, SIGMA_REL_MAX, lo_open=True), "posthoc_ema_every": v.at_least(1),
+    "ema_sigma_rel": v.Range(0, SIGMA_REL_MAX, lo_open=True),
     "batch_size": v.at_least(1), "steps": v.at_least(1), "minutes": v.above(0), "lr": v.above(0),
     "weight_decay": v.at_least(0), "adam_betas": v.UNIT, "warmup_steps": v.at_least(0), "grad_clip": v.at_least(0),
     "ema_decay": v.UNIT, "seed": v.SEED, "label_dropout": v.UNIT, "log_every": v.at_least(1),

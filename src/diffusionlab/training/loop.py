@@ -45,7 +45,8 @@ from .config import OptimConfig
 from .tensorboard_log import TensorBoardLog
 from .determinism import BatchStream, derive_seed, generator
 from .drift import check_changes, config_changes
-from .ema import EMA
+from .ema import EMA, PowerEMA
+from .posthoc_ema import set_aside_after, write_snapshot
 from .precision import PrecisionChoice, resolve_mixed_precision
 from .rundir import (CONFIG, METRICS, RunLock, append_jsonl, check_run_dir, clean_run_dir, fsync_file,
                      prepare_run_dir, record, sync_config, truncate_metrics)
@@ -286,6 +287,7 @@ class _Run:
                     group.update(h)
             self.ema.load_state_dict(ckpt.ema, ckpt.state["ema_updates"])
             self.ema.shadow = {k: v.to(self.accelerator.device) for k, v in self.ema.shadow.items()}
+            self.restore_power_emas(ckpt)
             task.load_state_dict(ckpt.state)
             set_rng_state(ckpt.state["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
@@ -295,6 +297,19 @@ class _Run:
         self.lr_scale = float(ckpt.state.get("lr_scale", 1.0))
         self.rollbacks = int(ckpt.state.get("rollbacks", 0))
         self.skipped_total = int(ckpt.state.get("skipped_steps", 0))
+
+    def restore_power_emas(self, ckpt: Checkpoint) -> None:
+        """The post-hoc EMAs' averages and update counts from a checkpoint (KeyError if it did not track the same ones:
+        an average cannot start late, its profile counts from the first update)."""
+        saved = ckpt.state.get("posthoc_ema") or []
+        if [p["sigma_rel"] for p in saved] != [e.sigma_rel for e in self.power_emas]:
+            raise KeyError(f"it tracks post-hoc EMAs {[p['sigma_rel'] for p in saved]}, the config "
+                           f"{[e.sigma_rel for e in self.power_emas]}")
+        flat = ckpt.tensors.get("posthoc_ema", {})
+        for i, (ema, p) in enumerate(zip(self.power_emas, saved)):
+            prefix = f"{i}/"
+            ema.load_state_dict({k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}, int(p["t"]))
+            ema.shadow = {k: v.to(self.accelerator.device) for k, v in ema.shadow.items()}
 
     def load_newest(self) -> Checkpoint | None:
         """Restore the newest checkpoint that can be read, falling back to older ones and saying so; an unreadable
@@ -329,9 +344,13 @@ class _Run:
         extra = {name: (accelerator.unwrap_model(module).state_dict(), opt.state_dict())
                  for name, (module, opt) in task.extra.items()}
         fsync_file(self.metrics_path)
+        tensors = {}
+        if self.power_emas:
+            state["posthoc_ema"] = [{"sigma_rel": e.sigma_rel, "t": e.num_updates} for e in self.power_emas]
+            tensors["posthoc_ema"] = {f"{i}/{k}": v for i, e in enumerate(self.power_emas) for k, v in e.shadow.items()}
         path = save_checkpoint(self.run_dir, step, accelerator.unwrap_model(task.model).state_dict(),
                                self.ema.state_dict(), task.optimizer.state_dict(), state, keep=self.tc.keep_checkpoints,
-                               extra=extra)
+                               extra=extra, tensors=tensors)
         sync_config(self.run_dir, task.config)  # config.json mirrors the newest checkpoint's config
         plot_metrics(self.metrics_path, self.run_dir / "loss.png")
         return path
@@ -354,6 +373,7 @@ class _Run:
         self.lr_scale = lr_scale * tc.rollback_lr_factor
         if self.main:
             truncate_metrics(self.metrics_path, ckpt.step)
+            set_aside_after(self.run_dir, ckpt.step)
         self.say(f"step {step}: {why}; rolled back to step {ckpt.step} with the learning rate x{self.lr_scale:g} "
                  f"(rollback {self.rollbacks} of at most {tc.max_rollbacks})")
         self.event("rollback", step, why=why, to_step=ckpt.step, lr_scale=self.lr_scale)
@@ -365,7 +385,9 @@ class _Run:
         tc, task, accelerator, run_dir = self.tc, self.task, self.accelerator, self.run_dir
         world, rank, main = accelerator.num_processes, accelerator.process_index, self.main
         local_b = tc.batch_size // world
-        self.ema = ema = EMA(task.model, tc.ema_decay, tc.ema_warmup)
+        self.ema = ema = (EMA(task.model, tc.ema_decay, tc.ema_warmup) if tc.ema_sigma_rel is None
+                          else PowerEMA(task.model, tc.ema_sigma_rel))
+        self.power_emas = power_emas = [PowerEMA(task.model, s) for s in tc.posthoc_ema]
         start = 0
         if self.resume:
             ckpt = self.load_newest()
@@ -379,6 +401,7 @@ class _Run:
         if main:
             prepare_run_dir(run_dir, task.config, self.resume, task.files)
             truncate_metrics(self.metrics_path, start)
+            set_aside_after(run_dir, start)  # snapshots a killed run wrote after its checkpoint
             if not self.resume:
                 self.event("started", 0, version=__version__, mixed_precision=self.precision.mixed_precision,
                            precision_reason=self.precision.reason, threads=torch.get_num_threads())
@@ -390,6 +413,8 @@ class _Run:
             task.extra[name] = accelerator.prepare(module, opt)
         raw_model = accelerator.unwrap_model(task.model)
         ema.shadow = {k: v.to(accelerator.device) for k, v in ema.shadow.items()}
+        for average in power_emas:
+            average.shadow = {k: v.to(accelerator.device) for k, v in average.shadow.items()}
         stream = BatchStream(task.num_examples, tc.seed)
         optimizers = self._optimizers()
 
@@ -441,6 +466,8 @@ class _Run:
                 in_a_row = 0
             if task.optimizer not in ctx.skipped:
                 ema.update(raw_model)
+                for average in power_emas:
+                    average.update(raw_model)
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 loss_n += 1
@@ -486,7 +513,10 @@ class _Run:
                 raise DivergedError(f"training ended at step {step} in a streak of {in_a_row} non-finite steps; "
                                     f"{kept}; resume it with a smaller --lr and --allow-change")
             # A checkpoint is a good state: none is written while the last step was not finite.
-            if (step % tc.checkpoint_every == 0 or stop) and not in_a_row:
+            checkpoint_now = (step % tc.checkpoint_every == 0 or stop) and not in_a_row
+            if main and power_emas and not in_a_row and (step % tc.posthoc_ema_every == 0 or checkpoint_now):
+                write_snapshot(run_dir, step, power_emas)  # every checkpoint has one: a reconstruction ends there
+            if checkpoint_now:
                 try:
                     if main:
                         last_ckpt = self.save(step, last_loss, elapsed)

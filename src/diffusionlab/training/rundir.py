@@ -120,10 +120,12 @@ def sync_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def clean_run_dir(run_dir: Path) -> list[Path]:
-    """Remove the temporary files and folders a killed writer left in the run (checkpoints, config, metrics, grids)."""
+    """Remove the temporary files and folders a killed writer left in the run (checkpoints, config, metrics, grids,
+    EMA snapshots and their reconstructions)."""
     run_dir = Path(run_dir)
     removed = []
-    for folder in (run_dir, checkpoint_dir(run_dir), run_dir / "samples", run_dir / "eval"):
+    for folder in (run_dir, checkpoint_dir(run_dir), run_dir / "samples", run_dir / "eval", run_dir / "ema_snapshots",
+                   run_dir / "posthoc_ema"):
         removed += clean_stale_temps(folder)
     return removed
 
