@@ -1,0 +1,84 @@
+"""torch.compile against eager for one training step, ours and diffusers' UNet2DModel, interleaved in one process.
+
+    python benchmarks/bench_compile.py [--precision bf16] [--threads 2] [--write]
+
+The `mnist` preset's network (bench_unet.py's first case, the same parameter count on both sides); a training step is
+forward + MSE + backward + AdamW under CPU bf16 autocast (or float32). The compile time (Inductor, first two steps)
+is reported but not timed into the steps. Medians of wall-clock per step; ratios are paired per repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_unet import DiffusersWrapper, cases, diffusers_config, interleaved, make_train_step, paired_ratio  # noqa: E402
+from report import machine, publish  # noqa: E402
+
+HEADING = "## torch.compile for a training step (issue 18)"
+
+
+def main() -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    from diffusers import UNet2DModel
+
+    from diffusionlab.models.unet import UNet
+
+    torch.set_num_threads(args.threads)
+    bf16 = args.precision == "bf16"
+    case = cases(False)[0]
+    c = case.ours
+    torch.manual_seed(0)
+    h, w = c.height_width
+    x = torch.randn(case.batch, c.in_channels, h, w)
+    t = torch.randint(1, 1001, (case.batch,)).float()
+    target = torch.randn(case.batch, c.resolved_out_channels, h, w)
+    nets = {"ours": lambda: UNet(c), "diffusers": lambda: DiffusersWrapper(UNet2DModel(**diffusers_config(c)))}
+    fns, compile_s = {}, {}
+    for name, make in nets.items():
+        fns[f"{name} eager"] = make_train_step(make(), x, t, target, bf16)
+        step = make_train_step(torch.compile(make()), x, t, target, bf16)
+        start = time.perf_counter()
+        step()
+        step()
+        compile_s[name] = time.perf_counter() - start
+        print(f"{name}: compiled in {compile_s[name]:.0f} s", file=sys.stderr, flush=True)
+        fns[f"{name} compiled"] = step
+    times = interleaved(fns, 1, args.repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = ["| variant | ms per step | img/s | against ours eager |", "|---|---|---|---|"]
+    for k in fns:
+        lines.append(f"| {k} | {med[k] * 1e3:.1f} | {case.batch / med[k]:.0f} | "
+                     f"{paired_ratio(times[k], times['ours eager']):.2f}x |")
+    best_ours = min(("ours eager", "ours compiled"), key=med.__getitem__)
+    best_peer = min(("diffusers eager", "diffusers compiled"), key=med.__getitem__)
+    body = "\n".join([
+        f"- Date: {_dt.date.today().isoformat()}; machine: {machine()}; CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}",
+        f"- Command: `python benchmarks/bench_compile.py --precision {args.precision} --threads {args.threads}"
+        f"{' --write' if args.write else ''}` (the `mnist` preset's network, batch {case.batch}, one training step, "
+        f"{args.repeats} interleaved repeats after 1 warm-up; `against ours eager` > 1 means slower than ours eager)",
+        f"- Compile time (Inductor, the first two steps): ours {compile_s['ours']:.0f} s, diffusers "
+        f"{compile_s['diffusers']:.0f} s",
+        "", *lines, "",
+        f"- Each side at its best: `{best_ours}` against `{best_peer}`: "
+        f"**{paired_ratio(times[best_peer], times[best_ours]):.2f}x** (> 1: ours faster)",
+    ])
+    publish(HEADING, body, args.write)
+
+
+if __name__ == "__main__":
+    main()
