@@ -40,6 +40,8 @@ ROWS: dict[str, tuple[list[str], str]] = {
     "posthoc": (["--mixed-precision", "bf16", "--weighting", "min_snr", "--posthoc-ema", "0.05,0.1,0.2",
                  "--posthoc-ema-every", "250"], "bf16 + Min-SNR-5, post-hoc EMA snapshots (sigma_rel 0.05, 0.1, 0.2)"),
 }
+ROWS["cosine"] = (["--mixed-precision", "bf16", "--weighting", "min_snr", "--lr-schedule", "cosine"],
+                  "bf16 + Min-SNR-5 + cosine decay of the lr over the 20 minutes")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 

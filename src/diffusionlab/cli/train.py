@@ -41,6 +41,8 @@ OVERRIDES: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--lr", "train", "lr", positive_float, "peak learning rate (AdamW)"),
     ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay"),
     ("--warmup-steps", "train", "warmup_steps", int, "linear learning-rate warm-up steps"),
+    ("--lr-schedule", "train", "lr_schedule", str, "after warm-up: constant (the default), or cosine or linear decay to "
+                                                   "0 at the end of the budget (--steps, or the clock with --minutes)"),
     ("--grad-clip", "train", "grad_clip", float, "gradient-norm clipping (0 disables)"),
     ("--ema-decay", "train", "ema_decay", float, "EMA decay"),
     ("--ema-sigma-rel", "train", "ema_sigma_rel", positive_float, "sample from EDM2's power-function EMA of this "

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..processes import registry
 from ..processes.base import Process
 from .ema import SIGMA_REL_MAX
+from .lr_schedule import LR_SCHEDULES
 from .precision import MIXED_PRECISION
 
 
@@ -101,6 +102,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 200
+    lr_schedule: str = "constant"  # after warm-up: constant, or cosine / linear decay to 0 over the budget (lr_schedule.py)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True
@@ -133,7 +135,8 @@ class OptimConfig:
         # Every field's type and range (OPTIM_RANGES), then what the fields mean together.
         from .tensorboard_log import LOGS, check_available
 
-        v.check_instance(self, "train", OPTIM_RANGES, {"mixed_precision": MIXED_PRECISION, "log": LOGS})
+        v.check_instance(self, "train", OPTIM_RANGES, {"mixed_precision": MIXED_PRECISION, "log": LOGS,
+                                                        "lr_schedule": LR_SCHEDULES})
         if self.log == "tensorboard":
             check_available()
         if self.steps is None and self.minutes is None:

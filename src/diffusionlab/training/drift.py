@@ -21,7 +21,7 @@ BOOKKEEPING = frozenset({"train.steps", "train.minutes", "train.log_every", "tra
                          "train.posthoc_ema_every", "train.max_rollbacks", "train.rollback_lr_factor", "preview_n", "preset",
                          "task.aug_level"})  # an upsampler's sampling level: the preview grids' only
 BOOKKEEPING_SECTIONS = ("sample.",)  # the training-time preview grids
-TUNABLE = frozenset({"train.lr", "train.weight_decay", "train.adam_betas", "train.warmup_steps", "train.grad_clip",
+TUNABLE = frozenset({"train.lr", "train.lr_schedule", "train.weight_decay", "train.adam_betas", "train.warmup_steps", "train.grad_clip",
                      "train.ema_decay", "train.ema_warmup", "train.ema_sigma_rel", "train.batch_size",
                      "train.label_dropout",
                      "train.mixed_precision", "loss.kl_weight", "loss.perceptual_weight", "loss.disc_weight",

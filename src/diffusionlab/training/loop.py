@@ -46,6 +46,7 @@ from .tensorboard_log import TensorBoardLog
 from .determinism import BatchStream, derive_seed, generator
 from .drift import check_changes, config_changes
 from .ema import EMA, PowerEMA
+from .lr_schedule import budget_fraction, lr_factor
 from .posthoc_ema import set_aside_after, write_snapshot
 from .precision import PrecisionChoice, resolve_mixed_precision
 from .rundir import (CONFIG, METRICS, RunLock, append_jsonl, check_run_dir, clean_run_dir, fsync_file,
@@ -443,12 +444,14 @@ class _Run:
             ctx = StepContext(step, generator(tc.seed, STEP_KEY, step), stream.batch(step, tc.batch_size),
                               slice(rank * local_b, (rank + 1) * local_b), accelerator)
             torch.manual_seed(derive_seed(tc.seed, DROPOUT_KEY, step, rank))  # dropout masks
-            warm = min(1.0, step / max(1, tc.warmup_steps))
+            used = budget_fraction(step, tc.warmup_steps, tc.steps, self.prior_elapsed + time.perf_counter() - t0,
+                                   tc.minutes * 60 if tc.minutes is not None else None)
+            factor = lr_factor(tc.lr_schedule, step, tc.warmup_steps, used)
             for name, opt in optimizers.items():
                 for group in opt.param_groups:
-                    group["lr"] = task.base_lr[name] * warm * self.lr_scale
+                    group["lr"] = task.base_lr[name] * factor * self.lr_scale
             losses = task.step(ctx)
-            lr = task.base_lr["model"] * warm * self.lr_scale
+            lr = task.base_lr["model"] * factor * self.lr_scale
             if ctx.skipped:
                 # The divergence guard: the step changed nothing; K in a row and the run rolls back (or stops).
                 in_a_row += 1
