@@ -98,9 +98,10 @@ def _score(run_dir: Path, step: int, checkpoint: Path, rows: list, args: argpars
     """FID etc. of the run's own EMA and of each rebuilt average, one table and RUN/posthoc_ema/fid-step_N.json."""
     from ..api import load_run
     from ..atomic import atomic_write_text
+    from ..runs import read_config_json
     from ..training.posthoc_ema import OUTPUT_DIR
 
-    cfg = read_train_config(run_dir)
+    cfg = dict(read_config_json(run_dir).get("train") or {})
     results: list[dict[str, Any]] = []
     own = (f"EMA decay {cfg.get('ema_decay')}" if cfg.get("ema_sigma_rel") is None
            else f"power EMA sigma_rel {cfg['ema_sigma_rel']}")
@@ -118,13 +119,6 @@ def _score(run_dir: Path, step: int, checkpoint: Path, rows: list, args: argpars
     atomic_write_text(out, json.dumps({"step": step, "n": args.fid, "sampler": args.sampler, "steps": args.steps,
                                        "seed": args.seed, "results": results}, indent=1, default=str))
     print(f"scores:   {out}")
-
-
-def read_train_config(run_dir: Path) -> dict[str, Any]:
-    """The `train` section of config.json."""
-    from ..runs import read_config_json
-
-    return dict(read_config_json(run_dir).get("train") or {})
 
 
 def _write_profiles_png(path: Path, recs: list) -> Path:

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..atomic import atomic_write_bytes, atomic_write_folder
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import list_checkpoints
-from .ema import PowerEMA, sigma_rel_to_gamma
+from .ema import PowerEMA, profile, sigma_rel_to_gamma
 
 SNAPSHOT_DIR = "ema_snapshots"  # RUN/ema_snapshots/step_00001000.safetensors
 SUPERSEDED_DIR = "superseded"  # RUN/ema_snapshots/superseded/: snapshots of steps a resume or rollback went back over
@@ -197,14 +197,16 @@ def reconstruct(run_dir: Path, sigma_rel: float, step: int | None = None) -> Rec
     x, err = solve([(p.t, p.gamma) for _, p in sources], (t, gamma))
     coefs = iter(float(c) for c in x)
     weights: dict[str, Tensor] = {}
+    states: list[dict[str, Tensor]] = []
     for s in used:
-        for state in s.weights():
+        states = s.weights()
+        for state in states:
             coef = next(coefs)
             for name, v in state.items():
                 if v.dtype.is_floating_point:  # float64 sums: the coefficients can be large with opposite signs
                     acc = weights.get(name)
                     weights[name] = v.double() * coef if acc is None else acc.add_(v.double(), alpha=coef)
-    newest = last.weights()[0]  # integer buffers (and the names and dtypes) from the newest snapshot
+    newest = states[0]  # integer buffers (and the names and dtypes) from the newest snapshot, `last`
     weights = {name: weights[name].to(v.dtype) if v.dtype.is_floating_point else v for name, v in newest.items()}
     return Reconstruction(sigma_rel, gamma, step, t, weights, [float(c) for c in x], sources, err)
 
@@ -233,8 +235,6 @@ def write_checkpoint(run_dir: Path, rec: Reconstruction) -> Path:
 
 def profiles_of(rec: Reconstruction, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(target profile, reconstructed profile) over updates `taus`, for the plot."""
-    from .ema import profile
-
     target = profile(rec.t, rec.gamma, taus)
     got = sum(c * profile(p.t, p.gamma, taus) for c, (_, p) in zip(rec.coefficients, rec.sources))
     return target, np.asarray(got)
