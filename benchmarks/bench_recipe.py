@@ -26,6 +26,7 @@ from report import cli, machine, publish, score_row, train_each  # noqa: E402
 HEADING = "## The mnist recipe at an equal budget (issue 18)"
 ROWS: dict[str, tuple[list[str], str]] = {
     "preset-fp32": (["--mixed-precision", "no", "--weighting", "none"], "the preset before issue 18 (float32)"),
+    "preset": ([], "the preset now, as shipped (precision auto, Min-SNR-5)"),
     "preset-bf16": (["--mixed-precision", "bf16", "--weighting", "none"], "bf16 autocast (what auto picks on this CPU)"),
     "min-snr": (["--mixed-precision", "bf16", "--weighting", "min_snr"], "bf16 + Min-SNR-5 weighting"),
     "lr2e-3": (["--mixed-precision", "bf16", "--lr", "2e-3"], "bf16 + lr 2e-3"),

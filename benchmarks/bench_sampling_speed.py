@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cached, cli, machine, publish  # noqa: E402
+from report import cached, cli, machine, on_this_cpu, publish  # noqa: E402
 
 from diffusionlab.data import from_model_range  # noqa: E402
 from diffusionlab.runs import load_run  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
         "",
         *summary,
     ])
-    publish(HEADING, body, args.write)
+    publish(on_this_cpu(HEADING), body, args.write)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Each configuration trains the preset through the CLI for a fixed wall-clock budg
 metrics.jsonl (median of the 5-step windows after the first); configurations run one after the other, never beside
 another benchmark. What it measures:
 
-- one job alone with N threads, in float32 and in bf16, with OpenMP's default (spinning) and PASSIVE wait policy;
+- one job alone with N threads, in float32 and (where the CPU has native bf16) in bf16, with OpenMP's default
+  (spinning) and PASSIVE wait policy; every other row in what `--mixed-precision auto` picks on this CPU;
 - data parallelism on one machine: 2 processes x 1 thread (torchrun + Accelerate, gloo) against 1 process x 2 threads;
 - two jobs at once (what a user does who starts a second run): both with 2 threads (the thrash), with PASSIVE, with 1
   thread each, and with the default `--threads` planning (the second job starts after the first is running).
@@ -30,9 +31,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name, write_section  # noqa: E402
+from report import cpu_name, on_this_cpu, write_section  # noqa: E402
 
-HEADING = "## Threads, processes and a shared CPU"
+from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
+
+HEADING = "## Threads, processes and a shared CPU"  # one section per CPU kind (on_this_cpu)
 PY = sys.executable
 
 
@@ -107,16 +110,20 @@ def main(argv: list[str] | None = None) -> None:
         print(rows[-1], file=sys.stderr, flush=True)
 
     load_before = os.getloadavg()[0]
+    # float32 and (with native bf16) bf16 alone; everything else in what `--mixed-precision auto` picks on this CPU.
+    # Without native bf16 it is emulated, 14x slower (BENCHMARKS.md, "UNet vs diffusers", AVX2): not worth a row.
+    auto = "bf16" if cpu_bf16_flags() else "no"
     one("alone, 2 threads", "no", 2, active)
-    one("alone, 2 threads", "bf16", 2, active)
-    one("alone, 2 threads, PASSIVE", "bf16", 2, passive)
-    one("alone, 1 thread", "bf16", 1, active)
-    one("data-parallel, 2 processes x 1 thread", "bf16", 1, active, procs=2)
-    two("two jobs, 2 threads each", "bf16", 2, active, stagger=15)
-    two("two jobs, 2 threads each, PASSIVE", "bf16", 2, passive, stagger=15)
-    two("two jobs, 1 thread each", "bf16", 1, active, stagger=15)
-    two("two jobs, default --threads", "bf16", None, active, stagger=15)
-    two("two jobs, default --threads, PASSIVE", "bf16", None, passive, stagger=15)
+    if auto == "bf16":
+        one("alone, 2 threads", "bf16", 2, active)
+    one("alone, 2 threads, PASSIVE", auto, 2, passive)
+    one("alone, 1 thread", auto, 1, active)
+    one("data-parallel, 2 processes x 1 thread", auto, 1, active, procs=2)
+    two("two jobs, 2 threads each", auto, 2, active, stagger=15)
+    two("two jobs, 2 threads each, PASSIVE", auto, 2, passive, stagger=15)
+    two("two jobs, 1 thread each", auto, 1, active, stagger=15)
+    two("two jobs, default --threads", auto, None, active, stagger=15)
+    two("two jobs, default --threads, PASSIVE", auto, None, passive, stagger=15)
     shutil.rmtree(tmp, ignore_errors=True)
 
     head = ["configuration", "precision", "processes", "threads", "it/s (each job)", "it/s (total)", "warned"]
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             table,
         ])
-        write_section(HEADING, body)
+        write_section(on_this_cpu(HEADING), body)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,13 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def on_this_cpu(heading: str) -> str:
+    """`heading` for this CPU kind ("... on AVX2", "... on AVX512"), so each kind's generated section stands apart."""
+    import torch
+
+    return f"{heading} on {torch.backends.cpu.get_cpu_capability()}"
+
+
 def machine() -> str:
     """One line: CPU, cores, torch and Python versions."""
     import torch

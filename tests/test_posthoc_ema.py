@@ -4,6 +4,7 @@ training run writes (bit-exact across a resume), and the `posthoc-ema` command."
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -213,6 +214,15 @@ def test_posthoc_ema_command_rebuilds_samples_and_scores(tmp_path: Path, tiny_co
     assert [x["sigma_rel"] for x in scores["results"]] == [None, 0.1, 0.2]
     assert all(math.isfinite(x["fid"]) and x["n_fake"] == 64 for x in scores["results"])
     assert "lowest FID" in r.stdout and "power EMA sigma_rel 0.2 (the run's own)" in r.stdout
+    # the report page lists every rebuilt folder with its fit error, embeds the profiles and shows every score
+    rep = run_cli("report", str(run), "--out", str(tmp_path / "report.html"))
+    assert rep.returncode == 0, rep.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "sigma_rel_0.100-step_00000006" in html and "sigma_rel_0.200-step_00000006" in html
+    assert f"{100 * state['posthoc_ema']['fit_error']:.2f}%" in html
+    png = base64.b64encode((run / "posthoc_ema" / "profiles-step_00000006.png").read_bytes()).decode()
+    assert png in html
+    assert all(f"<td>{x['fid']:.2f}</td>" in html for x in scores["results"])
     s = run_cli("sample", str(run), "--checkpoint", str(folder), "--n", "4", "--steps", "3",
                 "--out", str(tmp_path / "s.npz"))
     assert s.returncode == 0, s.stderr

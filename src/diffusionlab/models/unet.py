@@ -29,7 +29,8 @@ def preferred_memory_format() -> torch.memory_format:
     """channels_last where the oneDNN kernels are faster in it (AVX-512/AMX CPUs, GPUs), else the standard layout.
 
     Measured (BENCHMARKS.md, "UNet vs diffusers UNet2DModel"): on an AVX-512/AMX Xeon channels_last made
-    the float32 UNet faster; on an AVX2-only EPYC it made both ours and diffusers' 10-20% slower.
+    the float32 UNet faster; on AVX2-only EPYCs it made both ours and diffusers' slower (with 2 threads, our
+    training step 1,050 against 681 ms, diffusers' 968 against 921; section "2 threads, AVX2").
     DIFFUSIONLAB_MEMORY_FORMAT=channels_last|contiguous overrides the choice.
     """
     forced = os.environ.get("DIFFUSIONLAB_MEMORY_FORMAT")

@@ -2,7 +2,8 @@
 
 The run's config (config.json), its training curves (metrics.jsonl: the loss and the other logged terms, the learning
 rate, the speed), the preview grids drawn during training (samples/step_N.png, in step order), every evaluation result
-(eval/**/*.json, with its extractor, sample count and real-data floor) and its history (history.jsonl: started,
+(eval/**/*.json, with its extractor, sample count and real-data floor), the post-hoc EMA reconstructions and their
+scores (posthoc_ema/: `diffusionlab posthoc-ema`) and its history (history.jsonl: started,
 resumed, config changes, rollbacks, interrupts). It reads files only, so it works for every kind of run (diffusion,
 autoencoder, GAN, VAE, flow) and loads no model.
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 from ..runs import read_config_json
 from ..training.checkpoint import list_checkpoints
+from ..training.posthoc_ema import OUTPUT_DIR as POSTHOC_DIR
+from ..training.posthoc_ema import SNAPSHOT_DIR
 from ..training.rundir import HISTORY, METRICS, read_jsonl
 from ..viz import metrics_png
 from .eval_results import read_eval_results
@@ -61,6 +64,53 @@ def _summary(run_dir: Path, config: dict[str, Any], metrics: list[dict[str, Any]
             ("training time", _duration(last.get("elapsed_s")))]
 
 
+def _json_or_none(path: Path) -> Any:
+    """The parsed JSON file, or None when it is unreadable (the page shows what it can)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _posthoc_section(page: Page, run_dir: Path) -> None:
+    """The reconstructed EMA lengths (state.json of each folder), their profile plots and their FID tables."""
+    page.heading("Post-hoc EMA", anchor="posthoc")
+    out = run_dir / POSTHOC_DIR
+    if not out.is_dir():
+        how = (f"`diffusionlab posthoc-ema {run_dir} --sigma-rel 0.05,0.1,0.2 --fid 2000` rebuilds and scores "
+               "averaging lengths" if (run_dir / SNAPSHOT_DIR).is_dir() else
+               "Train with --posthoc-ema 0.05,0.1 to choose the EMA length after training (README)")
+        page.note(f"No reconstructions in {out}. {how}.")
+        return
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        rec = ((_json_or_none(folder / "state.json") or {}).get("posthoc_ema")) or {}
+        rows.append([folder.name, rec.get("sigma_rel", "-"), rec.get("step", "-"),
+                     "-" if rec.get("fit_error") is None else f"{100 * rec['fit_error']:.2f}%",
+                     rec.get("snapshots", "-"), ", ".join(map(str, rec.get("tracked_sigma_rels", [])))])
+    if rows:
+        page.paragraph(f"Checkpoint folders in {out} (use one with --checkpoint); the fit error bounds how far the "
+                       "rebuilt average can be from the exact one (docs/maths.md section 13).")
+        page.table(["folder", "sigma_rel", "step", "profile fit error", "snapshots", "tracked sigma_rel"], rows)
+    for png in sorted(out.glob("profiles-step_*.png")):
+        page.image(png.read_bytes(), f"{png.name}: each target profile against its least-squares reconstruction")
+    for path in sorted(out.glob("fid-step_*.json")):
+        scores = _json_or_none(path)
+        if not isinstance(scores, dict) or not isinstance(scores.get("results"), list):
+            page.note(f"{path.name}: unreadable")
+            continue
+        page.paragraph(f"{path.name}: {scores.get('n')} samples, {scores.get('sampler')} with {scores.get('steps')} "
+                       f"steps, seed {scores.get('seed')}.")
+        page.table(["weights", "FID", "real-data floor", "precision", "recall"],
+                   [[r.get("weights", "-"), _fmt(r.get("fid")), _fmt((r.get("floor") or {}).get("fid")),
+                     _fmt(r.get("precision"), ".3f"), _fmt(r.get("recall"), ".3f")] for r in scores["results"]])
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    """A number with `spec`, or '-'."""
+    return format(x, spec) if isinstance(x, (int, float)) else "-"
+
+
 def build_report(run_dir: str | Path) -> str:
     """The report page of a run directory, as HTML (one-line errors for a path that is not a run)."""
     run_dir = Path(run_dir)
@@ -72,7 +122,7 @@ def build_report(run_dir: str | Path) -> str:
     page = Page(f"Run report: {run_dir.name}")
     page.contents([("summary", "Summary"), ("config", "Config"), ("training", "Training curves"),
                    ("grids", f"Preview grids ({len(grids)})"), ("eval", f"Evaluation results ({len(results)})"),
-                   ("history", f"History ({len(history)} events)")])
+                   ("posthoc", "Post-hoc EMA"), ("history", f"History ({len(history)} events)")])
 
     page.heading("Summary", anchor="summary")
     page.table(["", ""], _summary(run_dir, config, metrics))
@@ -112,6 +162,8 @@ def build_report(run_dir: str | Path) -> str:
     if rows:
         page.table(["file (in eval/)", "checkpoint step", "what", "result", "extractor", "samples",
                     "real-data floor"], rows)
+
+    _posthoc_section(page, run_dir)
 
     page.heading("History", anchor="history")
     if not history:
