@@ -38,7 +38,7 @@ from diffusionlab.models import UNet, UNetConfig, count_parameters
 from diffusionlab.models.unet import preferred_memory_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_name, write_section  # noqa: E402
+from report import cpu_name, on_this_cpu, write_section  # noqa: E402
 
 HEADING = "## UNet vs diffusers UNet2DModel"
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def table(rows: list[list[str]]) -> str:
 
 def block_key(threads: int) -> str:
     """The marker key of a generated block: one block per thread count and CPU kind (AVX2 and AVX-512 side by side)."""
-    return f"--threads {threads} on {torch.backends.cpu.get_cpu_capability()}"
+    return on_this_cpu(f"--threads {threads}")
 
 
 def merge_block(section_body: str, block: str, key: str) -> str:
