@@ -18,6 +18,7 @@ from torch import nn
 
 from diffusionlab.errors import CheckpointError, ConfigError
 from diffusionlab.training.ema import (
+    EMA,
     SIGMA_REL_MAX,
     PowerEMA,
     gamma_to_sigma_rel,
@@ -90,6 +91,37 @@ def test_power_ema_weighs_each_update_by_its_profile():
             expected = torch.from_numpy(profile(t, ema.gamma, np.arange(1, t + 1))) @ thetas[:t]
             assert torch.allclose(ema.shadow["w"], expected, rtol=0, atol=1e-12)
     assert ema.shadow["count"].item() == 300  # integer buffers are copied, not averaged
+
+
+def test_the_warm_up_ema_is_a_power_profile_of_degree_8():
+    """EMA's warm-up d_t = t / (t + 9) (update t, from 1) telescopes: after T updates theta_tau (tau = 0 the initial
+    weights) weighs 9 (tau+1)...(tau+8) / ((T+1)...(T+9)), a discrete tau^8. So until d_t reaches `decay`, the preset's
+    EMA is EDM2's power EMA with gamma = 8, sigma_rel 0.0905 (docs/maths.md section 13)."""
+    T = 400
+    thetas = trajectory(T + 1, seed=3)  # row 0: the initial weights
+    model = Vector(thetas.shape[1])
+    model.w.data.copy_(thetas[0])
+    ema = EMA(model, decay=0.999)
+    for theta in thetas[1:]:
+        model.w.data.copy_(theta)
+        ema.update(model)
+    taus = np.arange(T + 1)
+    rising = lambda x, k: np.prod([x + i for i in range(k)], axis=0)  # noqa: E731 - (x)(x+1)...(x+k-1)
+    w = 9 * rising(taus + 1.0, 8) / rising(T + 1.0, 9)
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
+    assert torch.allclose(ema.shadow["w"], torch.from_numpy(w) @ thetas, rtol=0, atol=1e-12)
+    # Its relative width tends to that of tau^8 (0.0905), which EDM2's sweep and ours put at the best length.
+    t = 8000
+    taus = np.arange(t + 1)
+    w = 9 * rising(taus + 1.0, 8) / rising(t + 1.0, 9)
+    mean = (w * taus / t).sum()
+    assert math.sqrt((w * (taus / t) ** 2).sum() - mean**2) == pytest.approx(gamma_to_sigma_rel(8.0), rel=2e-3)
+    assert gamma_to_sigma_rel(8.0) == pytest.approx(0.0905, abs=1e-4)
+    # The warm-up ends once (1 + n) / (10 + n) >= decay: after 8,990 updates for decay 0.999.
+    ema.num_updates = 8989
+    assert ema.current_decay() < 0.999
+    ema.num_updates = 8991
+    assert ema.current_decay() == 0.999
 
 
 def test_profile_gram_is_the_exact_sum_over_updates():
@@ -227,6 +259,11 @@ def test_posthoc_ema_command_rebuilds_samples_and_scores(tmp_path: Path, tiny_co
                 "--out", str(tmp_path / "s.npz"))
     assert s.returncode == 0, s.stderr
     assert np.load(tmp_path / "s.npz")["images"].shape[0] == 4
+    # a folder whose state.json was edited into another JSON shape still renders (dashes), never a traceback
+    (folder / "state.json").write_text("[1, 2]")
+    rep = run_cli("report", str(run), "--out", str(tmp_path / "report2.html"))
+    assert rep.returncode == 0, rep.stderr
+    assert folder.name in (tmp_path / "report2.html").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

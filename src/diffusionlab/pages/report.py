@@ -84,7 +84,9 @@ def _posthoc_section(page: Page, run_dir: Path) -> None:
         return
     rows = []
     for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        rec = ((_json_or_none(folder / "state.json") or {}).get("posthoc_ema")) or {}
+        state = _json_or_none(folder / "state.json")
+        rec = state.get("posthoc_ema") if isinstance(state, dict) else None
+        rec = rec if isinstance(rec, dict) else {}  # an edited or foreign state.json shows dashes, not a traceback
         rows.append([folder.name, rec.get("sigma_rel", "-"), rec.get("step", "-"),
                      "-" if rec.get("fit_error") is None else f"{100 * rec['fit_error']:.2f}%",
                      rec.get("snapshots", "-"), ", ".join(map(str, rec.get("tracked_sigma_rels", [])))])

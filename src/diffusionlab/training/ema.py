@@ -19,7 +19,9 @@ class EMA:
     """Shadow copy of a model's floating-point state; warm-up decay min(decay, (1 + n) / (10 + n)).
 
     The warm-up (as in TensorFlow's ExponentialMovingAverage with num_updates) stops the average
-    from being dominated by the random initial weights in short CPU runs.
+    from being dominated by the random initial weights in short CPU runs. It telescopes to a power profile:
+    for the first 9 decay / (1 - decay) - 1 updates this is PowerEMA with gamma = 8 (sigma_rel 0.09; docs/maths.md
+    section 13), which is why a CPU-length run's EMA already has the length post-hoc EMA would pick.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
