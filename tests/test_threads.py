@@ -3,13 +3,20 @@ make the thread team spin-wait, --threads and --procs from the command line."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffusionlab.cli.launch import without_procs
 from diffusionlab.errors import ConfigError
-from diffusionlab.threads import plan_threads, usable_cores
+from diffusionlab.threads import ThreadWatch, plan_threads, threads_for, usable_cores
 
 from helpers import run_cli
 
@@ -75,3 +82,116 @@ def test_procs_two_trains_data_parallel_under_torchrun(tiny_config: Path, tmp_pa
     assert "launching 2 data-parallel processes x 1 thread(s)" in res.stdout
     assert "batch 16 on 2 process(es)" in res.stdout
     assert (tmp_path / "r" / "checkpoints" / "step_00000002").is_dir()
+
+
+class FakeCPU:
+    """An injected clock and cpu_seconds(): other processes use `others` cores' worth, this one `own`."""
+
+    def __init__(self):
+        self.t, self.busy, self.own = 0.0, 0.0, 0.0
+
+    def advance(self, seconds: float, others: float, own: float = 1.0) -> None:
+        self.t += seconds
+        self.busy += (others + own) * seconds
+        self.own += own * seconds
+
+    def watch(self, wanted: int, cores: int) -> ThreadWatch:
+        return ThreadWatch(wanted, cores, every=5.0, clock=lambda: self.t, sample=lambda: (self.busy, self.own))
+
+
+@pytest.fixture
+def keep_threads():
+    """The watch sets torch's thread count: give the test process its own back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_for_leaves_the_busy_cores_and_never_exceeds_the_wanted_count():
+    assert threads_for(2, 2, 0.0) == 2 and threads_for(2, 2, 0.4) == 2  # under half a core: noise, not a job
+    assert threads_for(2, 2, 0.7) == 1 and threads_for(2, 2, 1.9) == 1  # at least one
+    assert threads_for(4, 8, 0.0) == 4 and threads_for(4, 8, 3.0) == 4 and threads_for(4, 8, 5.2) == 3
+
+
+def test_the_watch_drops_to_the_free_cores_while_another_job_runs_and_takes_them_back(keep_threads):
+    cpu = FakeCPU()
+    torch.set_num_threads(2)
+    watch = cpu.watch(2, 2)
+    cpu.advance(5, others=0.0, own=2.0)
+    assert watch.poll() is None and torch.get_num_threads() == 2  # alone
+    cpu.advance(1, others=1.0)
+    assert watch.poll() is None  # before 5 s: no look at all
+    cpu.advance(4, others=1.0, own=1.3)
+    assert watch.poll() is None and torch.get_num_threads() == 2  # seen once: not yet
+    cpu.advance(5, others=0.7, own=1.3)
+    before, now, others = watch.poll()  # seen twice: drop to the free core
+    assert (before, now) == (2, 1) and others == pytest.approx(0.7) and torch.get_num_threads() == 1
+    cpu.advance(5, others=0.0)
+    assert watch.poll() is None  # a single quiet window (the other job between two phases) changes nothing
+    cpu.advance(5, others=1.0)
+    assert watch.poll() is None and torch.get_num_threads() == 1
+    cpu.advance(5, others=0.0)
+    assert watch.poll() is None
+    cpu.advance(5, others=0.05)
+    assert watch.poll()[:2] == (1, 2) and torch.get_num_threads() == 2  # the other job ended: the cores come back
+    for _ in range(3):
+        cpu.advance(5, others=0.0, own=2.0)
+        assert watch.poll() is None and torch.get_num_threads() == 2  # never above the planned count
+
+
+def test_a_thread_count_that_was_asked_for_is_not_watched():
+    from diffusionlab import threads
+
+    before = torch.get_num_threads()
+    try:
+        threads.apply_threads(1)
+        assert threads.thread_watch() is None
+        assert plan_threads(None, cores=2, busy=0.0, processes=1).wanted == 2  # planned: watched, capped at 2
+        assert plan_threads(None, cores=2, busy=1.0, processes=1).wanted == 2
+        assert plan_threads(2, cores=2, busy=0.0, processes=1).wanted is None  # asked for: kept
+        assert plan_threads(None, cores=8, busy=0.0, processes=4).wanted is None  # data-parallel siblings
+    finally:
+        torch.set_num_threads(before)
+
+
+def _events(run: Path) -> list[dict]:
+    path = run / "history.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def _wait_for_threads(run: Path, proc: subprocess.Popen, threads: int, seconds: float = 90) -> None:
+    """Until the run's newest thread count (its start, then each change) is `threads`."""
+    deadline = time.time() + seconds
+    while True:
+        counts = [e["threads"] for e in _events(run) if e["event"] in ("started", "threads")]
+        if counts and counts[-1] == threads:
+            return
+        assert proc.poll() is None and time.time() < deadline, (counts, proc.poll())
+        time.sleep(0.1)
+
+
+def test_a_training_gives_a_core_to_a_job_started_after_it_and_takes_it_back(tiny_config: Path, tmp_path: Path):
+    if usable_cores() < 2:
+        pytest.skip("a second job can only take a core from a team of two or more")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "DIFFUSIONLAB_DEBUG")}
+    run = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "diffusionlab.cli", "train", "--config", str(tiny_config),
+                             "--steps", "10000000", "--checkpoint-every", "10000000", "--sample-every", "10000000",
+                             "--log-every", "1000", "--out", str(run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_for_threads(run, proc, 2)  # an idle machine: one thread per core
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another job, one core
+        try:
+            _wait_for_threads(run, proc, 1)
+        finally:
+            burner.kill()
+            burner.wait()
+        _wait_for_threads(run, proc, 2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    changes = [e for e in _events(run) if e["event"] == "threads"]
+    assert [(e["was"], e["threads"]) for e in changes][-2:] == [(2, 1), (1, 2)], changes
+    assert changes[-2]["busy_elsewhere"] >= 0.5 and changes[-1]["busy_elsewhere"] < 0.5
+    assert "core(s) busy: 2 -> 1 thread(s)" in err and "core(s) busy: 1 -> 2 thread(s)" in err

@@ -8,14 +8,20 @@ not running: we measured four 2-thread trainings at once on 2 cores running abou
 - uses one thread per physical core it may run on (`--threads N` overrides it), divided among the data-parallel
   processes of one machine;
 - looks, before it starts, at how busy the other processes keep the CPU; when they leave fewer cores free than it
-  would use, it says so once, and -- unless `--threads` was given -- uses only the free cores (at least one).
+  would use, it says so once, and -- unless `--threads` was given -- uses only the free cores (at least one);
+- while it trains, keeps looking (ThreadWatch, every few seconds between steps): a job started after it makes it drop
+  to the cores left free, and when that job ends it takes them back. Without this the earlier of two jobs keeps a
+  team that spin-waits for the whole time they share the CPU (BENCHMARKS.md, "Threads ... on AVX2": 0.53 + 0.59 it/s
+  against 0.71 + 0.74 with one thread each).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import psutil
 import torch
@@ -60,6 +66,10 @@ class ThreadPlan:
     threads: int
     reason: str
     warning: str | None = None
+    wanted: int | None = None  # the count an idle machine gets, when it was planned (not asked for): ThreadWatch's cap
+
+
+_applied: ThreadPlan | None = None  # what apply_threads set for this process; a ThreadWatch follows it
 
 
 def plan_threads(requested: int | None, cores: int | None = None, busy: float | None = None,
@@ -75,16 +85,23 @@ def plan_threads(requested: int | None, cores: int | None = None, busy: float | 
         # One thread has no team to wait for; sibling data-parallel processes are planned for by the share.
         return ThreadPlan(requested or share, source if requested else _why(cores, processes))
     busy = busy_elsewhere() if busy is None else busy
-    free = max(1, int(cores - busy + 0.5))  # the cores other processes leave free, rounded
     wanted = requested or share
-    if busy < 0.5 or free >= wanted:
-        return ThreadPlan(wanted, source if requested else _why(cores, processes))
+    free = threads_for(wanted, cores, busy)
+    if free == wanted:
+        return ThreadPlan(wanted, source if requested else _why(cores, processes), wanted=None if requested else share)
     warning = (f"other processes keep {busy:.1f} of the {cores} cores busy, so {wanted} threads would spin-wait for "
                f"each other (measured up to 30x slower)")
     if requested is not None:
         return ThreadPlan(requested, source, warning + f"; {source} {requested} was asked for (--threads {free} or "
                                                        f"OMP_WAIT_POLICY=PASSIVE avoid it)")
-    return ThreadPlan(free, f"{free} of {cores} cores free", warning + f"; using {free} (--threads N to choose)")
+    return ThreadPlan(free, f"{free} of {cores} cores free", warning + f"; using {free} (--threads N to choose)",
+                      wanted=share)
+
+
+def threads_for(wanted: int, cores: int, busy: float) -> int:
+    """`wanted`, or the cores that `busy` cores' worth of other processes leave free (rounded, at least 1) if fewer."""
+    free = max(1, int(cores - busy + 0.5))
+    return wanted if busy < 0.5 or free >= wanted else free
 
 
 def _why(cores: int, processes: int) -> str:
@@ -97,12 +114,60 @@ def apply_threads(requested: int | None, announce: bool = True) -> ThreadPlan:
     source = "--threads"
     if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         requested, source = max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
+    global _applied
     plan = plan_threads(requested, source=source)
     torch.set_num_threads(plan.threads)
+    _applied = plan
     if plan.warning and announce:
         print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
     return plan
 
 
-__all__ = ["MAX_THREADS", "ThreadPlan", "apply_threads", "busy_elsewhere", "local_processes", "plan_threads",
-           "usable_cores"]
+def cpu_seconds() -> tuple[float, float]:
+    """(core-seconds the machine's CPUs have been busy since boot, core-seconds this process has used)."""
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    return busy, sum(psutil.Process().cpu_times()[:2])
+
+
+class ThreadWatch:
+    """Follows the other processes' CPU use while a command runs and re-plans its thread count between steps.
+
+    Every `every` seconds (at the first poll after) it takes the machine's busy time minus its own over the interval:
+    the cores' worth other processes used, measured without pausing. When the thread count that leaves them their
+    cores (`threads_for`, capped at the planned `wanted`) differs from the current one on two looks in a row (a
+    short burst changes nothing), it sets that count. Only for a planned count: `--threads N` is kept as asked.
+    """
+
+    def __init__(self, wanted: int, cores: int, every: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 sample: Callable[[], tuple[float, float]] = cpu_seconds):
+        self.wanted, self.cores, self.every, self.clock, self.sample = wanted, cores, every, clock, sample
+        self.last_t, self.last = clock(), sample()
+        self.pending: int | None = None
+
+    def poll(self) -> tuple[int, int, float] | None:
+        """(threads before, threads now, cores' worth busy elsewhere) when it changed the count, else None."""
+        now = self.clock()
+        if now - self.last_t < self.every:
+            return None
+        busy, own = self.sample()
+        others = max(0.0, ((busy - self.last[0]) - (own - self.last[1])) / (now - self.last_t))
+        self.last_t, self.last = now, (busy, own)
+        current, target = torch.get_num_threads(), threads_for(self.wanted, self.cores, others)
+        if target == current or self.pending != target:
+            self.pending = None if target == current else target
+            return None
+        self.pending = None
+        torch.set_num_threads(target)
+        return current, target, others
+
+
+def thread_watch() -> ThreadWatch | None:
+    """A watch over the count apply_threads planned for this process; None if it was asked for or never planned."""
+    if _applied is None or _applied.wanted is None or _applied.wanted < 2:
+        return None
+    return ThreadWatch(_applied.wanted, usable_cores())
+
+
+__all__ = ["MAX_THREADS", "ThreadPlan", "ThreadWatch", "apply_threads", "busy_elsewhere", "cpu_seconds",
+           "local_processes", "plan_threads", "thread_watch", "threads_for", "usable_cores"]

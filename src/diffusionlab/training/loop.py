@@ -39,6 +39,7 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError, DivergedError, TrainingInterrupted
 from ..faults import armed, maybe_fault
 from ..viz import plot_metrics
+from ..threads import thread_watch
 from .checkpoint import (Checkpoint, NonFiniteError, latest_checkpoint, list_checkpoints, load_newest,
                          nonfinite_tensors, rng_state, save_checkpoint, set_rng_state)
 from .config import OptimConfig
@@ -433,6 +434,8 @@ class _Run:
                       f"every batch repeats images; --batch-size {task.num_examples} or fewer trains the same data "
                       "in cheaper steps", file=sys.stderr, flush=True)
 
+        # A second job started on these cores makes a planned thread team drop to the free ones (threads.py).
+        watch = thread_watch() if main and world == 1 else None
         t0 = time.perf_counter()
         log_t, log_step, sums, loss_n, last_loss = t0, start, {}, 0, float("nan")
         step, last_ckpt, grid_path, in_a_row, skipped_since_log = start, None, None, 0, 0
@@ -508,6 +511,11 @@ class _Run:
                               flush=True)
                 last_loss = means.get("loss", last_loss)
                 log_t, log_step, sums, loss_n, skipped_since_log = now, step, {}, 0, 0
+            if watch is not None and (change := watch.poll()) is not None:
+                before, now_threads, others = change
+                self.say(f"step {step}: other processes now keep {others:.1f} core(s) busy: {before} -> {now_threads} "
+                         "thread(s)")
+                self.event("threads", step, threads=now_threads, was=before, busy_elsewhere=round(others, 2))
             t_over = time.perf_counter()
             if stop and in_a_row and not interrupted:
                 newest = list_checkpoints(run_dir)
