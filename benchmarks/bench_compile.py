@@ -1,9 +1,10 @@
 """torch.compile against eager for one training step, ours and diffusers' UNet2DModel, interleaved in one process.
 
-    python benchmarks/bench_compile.py [--precision bf16] [--threads 2] [--write]
+    python benchmarks/bench_compile.py [--precision auto|bf16|fp32] [--threads 2] [--write]
 
 The `mnist` preset's network (bench_unet.py's first case, the same parameter count on both sides); a training step is
-forward + MSE + backward + AdamW under CPU bf16 autocast (or float32). The compile time (Inductor, first two steps)
+forward + MSE + backward + AdamW under CPU bf16 autocast (or float32; `auto`: bf16 where the CPU has native bf16, as the trainer's
+`--mixed-precision auto`). One section per CPU kind (report.on_this_cpu). The compile time (Inductor, first two steps)
 is reported but not timed into the steps. Medians of wall-clock per step; ratios are paired per repeat.
 """
 
@@ -20,7 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import DiffusersWrapper, cases, diffusers_config, interleaved, make_train_step, paired_ratio  # noqa: E402
-from report import machine, publish  # noqa: E402
+from report import machine, on_this_cpu, publish  # noqa: E402
+
+from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
 
 HEADING = "## torch.compile for a training step (issue 18)"
 
@@ -28,7 +31,7 @@ HEADING = "## torch.compile for a training step (issue 18)"
 def main() -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--write", action="store_true")
@@ -38,7 +41,7 @@ def main() -> None:
     from diffusionlab.models.unet import UNet
 
     torch.set_num_threads(args.threads)
-    bf16 = args.precision == "bf16"
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and bool(cpu_bf16_flags()))
     case = cases(False)[0]
     c = case.ours
     torch.manual_seed(0)
@@ -69,7 +72,8 @@ def main() -> None:
         f"- Date: {_dt.date.today().isoformat()}; machine: {machine()}; CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}",
         f"- Command: `python benchmarks/bench_compile.py --precision {args.precision} --threads {args.threads}"
-        f"{' --write' if args.write else ''}` (the `mnist` preset's network, batch {case.batch}, one training step, "
+        f"{' --write' if args.write else ''}` ({'bf16 autocast' if bf16 else 'float32'}; the `mnist` preset's network, "
+        f"batch {case.batch}, one training step, "
         f"{args.repeats} interleaved repeats after 1 warm-up; `against ours eager` > 1 means slower than ours eager)",
         f"- Compile time (Inductor, the first two steps): ours {compile_s['ours']:.0f} s, diffusers "
         f"{compile_s['diffusers']:.0f} s",
@@ -77,7 +81,7 @@ def main() -> None:
         f"- Each side at its best: `{best_ours}` against `{best_peer}`: "
         f"**{paired_ratio(times[best_peer], times[best_ours]):.2f}x** (> 1: ours faster)",
     ])
-    publish(HEADING, body, args.write)
+    publish(on_this_cpu(HEADING), body, args.write)
 
 
 if __name__ == "__main__":

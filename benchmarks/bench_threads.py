@@ -11,6 +11,10 @@ another benchmark. What it measures:
   thread each, and with the default `--threads` planning (the second job starts after the first is running).
 
     .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist [--seconds 45] [--write]
+    .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist --pairs 4 [--seconds 90] [--write]
+
+`--pairs K` runs only the question behind `--procs auto`: 1 process x 2 threads and 2 processes x 1 thread, alternated
+K times (which goes first alternates too), with the median of the K paired ratios.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from report import cpu_name, on_this_cpu, write_section  # noqa: E402
 from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
 
 HEADING = "## Threads, processes and a shared CPU"  # one section per CPU kind (on_this_cpu)
+PAIRS_HEADING = "## Processes against threads, paired (`--procs auto`)"
 PY = sys.executable
 
 
@@ -69,16 +74,72 @@ def finish(p: subprocess.Popen) -> str:
     return err
 
 
+def dated_machine() -> list[str]:
+    """The section's date and machine lines."""
+    return [f"- Date: {_dt.date.today().isoformat()}",
+            f"- Machine: {cpu_name()}, {os.cpu_count()} cores, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+            f"; torch {torch.__version__}, Python {platform.python_version()}"]
+
+
+def command(argv: list[str] | None) -> str:
+    """This benchmark's command line, as run."""
+    return "python benchmarks/bench_threads.py " + " ".join(argv or sys.argv[1:])
+
+
+def pairs(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """1 process x 2 threads against 2 data-parallel processes x 1 thread, alternated; paired it/s ratios."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_threads_"))
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    auto = "bf16" if cpu_bf16_flags() else "no"
+    load_before = os.getloadavg()[0]
+    rows, ratios = [], []
+    for k in range(args.pairs):
+        rate = {}
+        for layout in (("1x2", "2x1") if k % 2 == 0 else ("2x1", "1x2")):
+            out = tmp / f"{k}-{layout}"
+            procs = 2 if layout == "2x1" else 0
+            e = {**env, "OMP_NUM_THREADS": "1"} if procs else env
+            finish(launch(train_cmd(out, args.data_dir, args.seconds, auto, None if procs else 2), e, procs))
+            rate[layout] = its(out)
+        ratios.append(rate["2x1"] / rate["1x2"])
+        rows.append(f"| {k + 1} | {rate['1x2']:.2f} | {rate['2x1']:.2f} | {ratios[-1]:.3f} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    med = statistics.median(ratios)
+    body = "\n".join([
+        *dated_machine(),
+        f"- Command: `{command(argv)}` (each run trains the `mnist` preset for {args.seconds:.0f} s, batch 64 in total, "
+        f"precision {'bf16' if auto == 'bf16' else 'float32'} (auto); it/s is the median of 5-step windows after the "
+        f"first; the layout that goes first alternates; 1-min load average {load_before:.1f} before)",
+        "",
+        "| pair | 1 process x 2 threads (it/s) | 2 processes x 1 thread (it/s) | 2x1 / 1x2 |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"- Median paired ratio 2x1 / 1x2: **{med:.3f}** (range {min(ratios):.3f} to {max(ratios):.3f}; > 1: the "
+        f"two data-parallel processes train faster)",
+    ])
+    print(body)
+    if args.write:
+        write_section(on_this_cpu(PAIRS_HEADING), body)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--seconds", type=float, default=45.0, help="training budget of each job")
+    ap.add_argument("--pairs", type=int, default=0, help="only 1x2 against 2x1 threads, alternated this many times")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
+    if args.pairs:
+        return pairs(args, argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_threads_"))
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    active, passive = {**base, "OMP_WAIT_POLICY": "ACTIVE"}, {**base, "OMP_WAIT_POLICY": "PASSIVE"}
+    # The rows without PASSIVE run with OpenMP's own default (unset: spin a while, then sleep), what a user gets. Until
+    # 2026-12-06 they set ACTIVE (spin for ever), under which a thread a job stops using still spins: the tables of
+    # that date and before measured ACTIVE.
+    active, passive = base, {**base, "OMP_WAIT_POLICY": "PASSIVE"}
     rows: list[list[str]] = []
     n = 0
 
@@ -131,12 +192,9 @@ def main(argv: list[str] | None = None) -> None:
                       + ["| " + " | ".join(r) + " |" for r in rows])
     print(table)
     if args.write:
-        cmd = "python benchmarks/bench_threads.py " + " ".join(argv or sys.argv[1:])
         body = "\n".join([
-            f"- Date: {_dt.date.today().isoformat()}",
-            f"- Machine: {cpu_name()}, {os.cpu_count()} cores, CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}; torch {torch.__version__}, Python {platform.python_version()}",
-            f"- Command: `{cmd}` (each job trains the `mnist` preset for {args.seconds:.0f} s, batch 64; it/s is the "
+            *dated_machine(),
+            f"- Command: `{command(argv)}` (each job trains the `mnist` preset for {args.seconds:.0f} s, batch 64; it/s is the "
             f"median of 5-step windows after the first; 1-min load average {load_before:.1f} before)",
             "- Two jobs: the second starts 15 s after the first, the way a user starts a second run; `warned` says "
             "whether each job printed the shared-CPU warning.",
