@@ -1,8 +1,10 @@
 """`train --procs N`: data-parallel training on one machine, by running the same command under torchrun.
 
-`--procs auto` (the default) is one process per GPU on a CUDA machine and one process on a CPU: on a CPU, 2 processes
-x 1 thread trained slower than 1 process x 2 threads (BENCHMARKS.md, "Threads, processes and a shared CPU"), because
-every step all-reduces the gradients through gloo while one process already keeps every core busy.
+`--procs auto` (the default) is one process per GPU on a CUDA machine and one process on a CPU. On an avx512_bf16 CPU,
+2 processes x 1 thread trained slower than 1 process x 2 threads (BENCHMARKS.md, "Threads, processes and a shared CPU
+on AVX512"): every step all-reduces the gradients through gloo while one process already keeps every core busy. On an
+AVX2-only CPU they trained the mnist preset 4-15% faster ("Issue 18 on an AVX2-only CPU, second session"); a per-CPU
+default is not made yet, so there `--procs 2` is the user's choice.
 """
 
 from __future__ import annotations
