@@ -3,9 +3,9 @@
     python benchmarks/bench_compile.py [--precision auto|bf16|fp32] [--threads 2] [--write]
 
 The `mnist` preset's network (bench_unet.py's first case, the same parameter count on both sides); a training step is
-forward + MSE + backward + AdamW under CPU bf16 autocast (or float32; `auto`: bf16 where the CPU has native bf16, as the trainer's
-`--mixed-precision auto`). One section per CPU kind (report.on_this_cpu). The compile time (Inductor, first two steps)
-is reported but not timed into the steps. Medians of wall-clock per step; ratios are paired per repeat.
+forward + MSE + backward + AdamW under CPU bf16 autocast or in float32 (`auto`: bf16 where the CPU has native bf16,
+as the trainer's `--mixed-precision auto`). One section per CPU kind (report.on_this_cpu). The compile time
+(Inductor, first two steps) is reported but not timed into the steps. Medians of wall-clock per step; ratios are paired per repeat.
 """
 
 from __future__ import annotations

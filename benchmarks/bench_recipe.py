@@ -44,7 +44,6 @@ ROWS: dict[str, tuple[list[str], str]] = {
 ROWS["cosine"] = (["--mixed-precision", "bf16", "--weighting", "min_snr", "--lr-schedule", "cosine"],
                   "bf16 + Min-SNR-5 + cosine decay of the lr over the 20 minutes")
 ROWS["batch32"] = (["--batch-size", "32"], "the preset now at batch 32 (twice the steps, same lr)")
-ROWS["batch16"] = (["--batch-size", "16"], "the preset now at batch 16 (four times the steps, same lr)")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 

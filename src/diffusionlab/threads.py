@@ -11,8 +11,8 @@ not running: we measured four 2-thread trainings at once on 2 cores running abou
   would use, it says so once, and -- unless `--threads` was given -- uses only the free cores (at least one);
 - while it trains, keeps looking (ThreadWatch, every few seconds between steps): a job started after it makes it drop
   to the cores left free, and when that job ends it takes them back. Without this the earlier of two jobs keeps a
-  team that spin-waits for the whole time they share the CPU (BENCHMARKS.md, "Threads ... on AVX2": 0.53 + 0.59 it/s
-  against 0.71 + 0.74 with one thread each).
+  team that spin-waits for the whole time they share the CPU (BENCHMARKS.md, "Issue 18 on an AVX2-only CPU, second
+  session": 1.13 it/s in total against 1.45 with one thread each; with the watch about 0.7 + 0.7).
 """
 
 from __future__ import annotations
@@ -43,12 +43,17 @@ def usable_cores() -> int:
 
 def busy_elsewhere(seconds: float = 0.15) -> float:
     """Cores' worth of CPU time other processes used over the next `seconds` (this one is idle while it measures)."""
-    logical = psutil.cpu_count() or 1
-    own = psutil.Process()
-    before = sum(own.cpu_times()[:2])
-    total = psutil.cpu_percent(interval=seconds) / 100 * logical
-    mine = (sum(own.cpu_times()[:2]) - before) / seconds
-    return max(0.0, total - mine)
+    busy0, own0 = cpu_seconds()
+    time.sleep(seconds)
+    busy1, own1 = cpu_seconds()
+    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / seconds)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(core-seconds the machine's CPUs have been busy since boot, core-seconds this process has used)."""
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    return busy, sum(psutil.Process().cpu_times()[:2])
 
 
 def local_processes() -> int:
@@ -111,23 +116,16 @@ def _why(cores: int, processes: int) -> str:
 def apply_threads(requested: int | None, announce: bool = True) -> ThreadPlan:
     """Plan the threads (`requested`, else OMP_NUM_THREADS if set, else planned), set torch's intra-op thread count,
     and print the warning (once) if there is one."""
+    global _applied
     source = "--threads"
     if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         requested, source = max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
-    global _applied
     plan = plan_threads(requested, source=source)
     torch.set_num_threads(plan.threads)
     _applied = plan
     if plan.warning and announce:
         print(f"warning: {plan.warning}", file=sys.stderr, flush=True)
     return plan
-
-
-def cpu_seconds() -> tuple[float, float]:
-    """(core-seconds the machine's CPUs have been busy since boot, core-seconds this process has used)."""
-    t = psutil.cpu_times()
-    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-    return busy, sum(psutil.Process().cpu_times()[:2])
 
 
 class ThreadWatch:
