@@ -11,7 +11,6 @@ as the trainer's `--mixed-precision auto`). One section per CPU kind (report.on_
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import statistics
 import sys
 import time
@@ -20,8 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import DiffusersWrapper, cases, diffusers_config, interleaved, make_train_step, paired_ratio  # noqa: E402
-from report import machine, on_this_cpu, publish  # noqa: E402
+from bench_unet import (DiffusersWrapper, cases, diffusers_config, interleaved, make_train_step, paired_ratio,  # noqa: E402
+                        training_inputs)
+from report import dated_cpu_line, on_this_cpu, publish  # noqa: E402
 
 from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
 
@@ -44,11 +44,7 @@ def main() -> None:
     bf16 = args.precision == "bf16" or (args.precision == "auto" and bool(cpu_bf16_flags()))
     case = cases(False)[0]
     c = case.ours
-    torch.manual_seed(0)
-    h, w = c.height_width
-    x = torch.randn(case.batch, c.in_channels, h, w)
-    t = torch.randint(1, 1001, (case.batch,)).float()
-    target = torch.randn(case.batch, c.resolved_out_channels, h, w)
+    x, t, target = training_inputs(c, case.batch)
     nets = {"ours": lambda: UNet(c), "diffusers": lambda: DiffusersWrapper(UNet2DModel(**diffusers_config(c)))}
     fns, compile_s = {}, {}
     for name, make in nets.items():
@@ -69,8 +65,7 @@ def main() -> None:
     best_ours = min(("ours eager", "ours compiled"), key=med.__getitem__)
     best_peer = min(("diffusers eager", "diffusers compiled"), key=med.__getitem__)
     body = "\n".join([
-        f"- Date: {_dt.date.today().isoformat()}; machine: {machine()}; CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}",
+        dated_cpu_line(),
         f"- Command: `python benchmarks/bench_compile.py --precision {args.precision} --threads {args.threads}"
         f"{' --write' if args.write else ''}` ({'bf16 autocast' if bf16 else 'float32'}; the `mnist` preset's network, "
         f"batch {case.batch}, one training step, "

@@ -12,7 +12,6 @@ of this CPU, in float32 and in bf16 autocast.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import statistics
 import sys
 import time
@@ -22,10 +21,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import make_train_step  # noqa: E402
-from report import machine, on_this_cpu, publish  # noqa: E402
+from bench_unet import MNIST_PRESET, make_train_step, training_inputs  # noqa: E402
+from report import dated_cpu_line, on_this_cpu, publish, section  # noqa: E402
 
-from diffusionlab.models import UNet, UNetConfig  # noqa: E402
+from diffusionlab.models import UNet  # noqa: E402
 from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
 
 HEADING = "## Achieved FLOP/s of a training step (issue 18)"
@@ -61,11 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and bool(cpu_bf16_flags()))
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = UNetConfig(image_size=28, in_channels=1, out_channels=2, base_channels=32, channel_mult=(1, 2, 2),
-                     num_res_blocks=1, attention_resolutions=(7,), num_heads=4)
-    x, t = torch.randn(args.batch, 1, 28, 28), torch.randint(1, 1001, (args.batch,)).float()
-    target = torch.randn(args.batch, 2, 28, 28)
+    cfg = MNIST_PRESET
+    x, t, target = training_inputs(cfg, args.batch)
     rows = []
     precisions = [("float32", torch.float32, False)] + ([("bf16 autocast", torch.bfloat16, True)] if with_bf16 else [])
     for name, dtype, bf16 in precisions:
@@ -80,17 +76,13 @@ def main(argv: list[str] | None = None) -> None:
                     f"{flops / seconds / 1e9:.1f} | {peak / 1e9:.1f} | {100 * flops / seconds / peak:.1f}% |")
         print(rows[-1], flush=True)
     cmd = "python benchmarks/bench_flops.py " + " ".join(argv or sys.argv[1:])
-    body = "\n".join([
-        f"- Date: {_dt.date.today().isoformat()}; machine: {machine()}; CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {', '.join(cpu_bf16_flags()) or 'none'}",
+    body = section([
+        f"{dated_cpu_line()}, native bf16: {', '.join(cpu_bf16_flags()) or 'none'}",
         f"- Command: `{cmd}` ({args.threads} threads; the mnist preset's UNet, 1,113,090 parameters, batch "
         f"{args.batch}; a training step is forward + MSE + backward + AdamW; FLOPs counted by FlopCounterMode; peak = "
         "2 N^3 / time of a 2048 x 2048 matrix product in the same dtype; medians of 7 after 2 warm-ups)",
-        "",
-        "| precision | GFLOP per step | ms per step | images/s | achieved GFLOP/s | matmul peak GFLOP/s | share of peak |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ])
+    ], ["precision", "GFLOP per step", "ms per step", "images/s", "achieved GFLOP/s", "matmul peak GFLOP/s",
+        "share of peak"], rows)
     publish(on_this_cpu(HEADING), body, args.write)
 
 

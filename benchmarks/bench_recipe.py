@@ -44,6 +44,13 @@ ROWS: dict[str, tuple[list[str], str]] = {
 ROWS["cosine"] = (["--mixed-precision", "bf16", "--weighting", "min_snr", "--lr-schedule", "cosine"],
                   "bf16 + Min-SNR-5 + cosine decay of the lr over the 20 minutes")
 ROWS["batch32"] = (["--batch-size", "32"], "the preset now at batch 32 (twice the steps, same lr)")
+# Width against depth (benchmarks/bench_widths.py gives each network's cost per step): a narrower network sees more
+# images in the budget; at 24 channels with two blocks per level a step costs about what the preset's does.
+ROWS["base24"] = (["--base-channels", "24"], "the preset now, 24 base channels (a step costs 0.65x)")
+ROWS["base24-blocks2"] = (["--base-channels", "24", "--num-res-blocks", "2"],
+                          "the preset now, 24 base channels, 2 blocks per level (narrower, deeper)")
+# 2 data-parallel processes x 1 thread: what `--procs auto` picks for this preset on a CPU without native bf16.
+ROWS["procs2"] = (["--procs", "2"], "the preset in 2 processes x 1 thread (what auto now picks without native bf16)")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 

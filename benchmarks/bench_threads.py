@@ -12,6 +12,7 @@ another benchmark. What it measures:
 
     .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist [--seconds 45] [--write]
     .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist --pairs 4 [--seconds 90] [--write]
+    .venv/bin/python benchmarks/bench_threads.py --preset digits --pairs 3 [--seconds 60] [--write]
 
 `--pairs K` runs only the question behind `--procs auto`: 1 process x 2 threads and 2 processes x 1 thread, alternated
 K times (which goes first alternates too), with the median of the K paired ratios.
@@ -38,18 +39,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import cpu_name, on_this_cpu, write_section  # noqa: E402
 
 from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
+from diffusionlab.training.presets import PRESETS  # noqa: E402
 
 HEADING = "## Threads, processes and a shared CPU"  # one section per CPU kind (on_this_cpu)
 PAIRS_HEADING = "## Processes against threads, paired (`--procs auto`)"
 PY = sys.executable
 
 
-def train_cmd(out: Path, data_dir: str, seconds: float, precision: str, threads: int | None) -> list[str]:
+def train_cmd(out: Path, data_dir: str | None, seconds: float, precision: str, threads: int | None,
+              preset: str = "mnist") -> list[str]:
     """The CLI call for one timed job."""
-    cmd = ["-m", "diffusionlab.cli", "train", "--preset", "mnist", "--data-dir", data_dir, "--minutes",
-           f"{seconds / 60:.4f}", "--out", str(out), "--log-every", "5", "--sample-every", "1000000",
-           "--checkpoint-every", "1000000", "--mixed-precision", precision, "--progress", "lines"]
-    return cmd + (["--threads", str(threads)] if threads else [])
+    cmd = ["-m", "diffusionlab.cli", "train", "--preset", preset, "--minutes", f"{seconds / 60:.4f}", "--out",
+           str(out), "--log-every", "5", "--sample-every", "1000000", "--checkpoint-every", "1000000",
+           "--mixed-precision", precision, "--progress", "lines"]
+    return cmd + (["--data-dir", data_dir] if data_dir else []) + (["--threads", str(threads)] if threads else [])
 
 
 def its(run: Path) -> float:
@@ -94,44 +97,53 @@ def pairs(args: argparse.Namespace, argv: list[str] | None) -> None:
     load_before = os.getloadavg()[0]
     rows, ratios = [], []
     for k in range(args.pairs):
-        rate = {}
+        rate, extra = {}, {}
         for layout in (("1x2", "2x1") if k % 2 == 0 else ("2x1", "1x2")):
             out = tmp / f"{k}-{layout}"
             procs = 2 if layout == "2x1" else 0
             e = {**env, "OMP_NUM_THREADS": "1"} if procs else env
-            finish(launch(train_cmd(out, args.data_dir, args.seconds, auto, None if procs else 2), e, procs))
+            start = time.perf_counter()
+            finish(launch(train_cmd(out, args.data_dir, args.seconds, auto, None if procs else 2, args.preset), e,
+                          procs))
+            extra[layout] = time.perf_counter() - start - args.seconds  # start-up, data loading, the last checkpoint
             rate[layout] = its(out)
         ratios.append(rate["2x1"] / rate["1x2"])
-        rows.append(f"| {k + 1} | {rate['1x2']:.2f} | {rate['2x1']:.2f} | {ratios[-1]:.3f} |")
+        rows.append(f"| {k + 1} | {rate['1x2']:.2f} | {rate['2x1']:.2f} | {ratios[-1]:.3f} | {extra['1x2']:.1f} | "
+                    f"{extra['2x1']:.1f} |")
         print(rows[-1], file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     med = statistics.median(ratios)
     body = "\n".join([
         *dated_machine(),
-        f"- Command: `{command(argv)}` (each run trains the `mnist` preset for {args.seconds:.0f} s, batch 64 in total, "
-        f"precision {'bf16' if auto == 'bf16' else 'float32'} (auto); it/s is the median of 5-step windows after the "
-        f"first; the layout that goes first alternates; 1-min load average {load_before:.1f} before)",
+        f"- Command: `{command(argv)}` (each run trains the `{args.preset}` preset for {args.seconds:.0f} s, batch "
+        f"{PRESETS[args.preset]['train']['batch_size']} in total, precision {'bf16' if auto == 'bf16' else 'float32'} (auto); it/s is the median of 5-step windows after the "
+        f"first; the layout that goes first alternates; `outside training` is each command's wall time minus the "
+        f"budget: start-up, data loading, the final checkpoint; 1-min load average {load_before:.1f} before)",
         "",
-        "| pair | 1 process x 2 threads (it/s) | 2 processes x 1 thread (it/s) | 2x1 / 1x2 |",
-        "|---|---|---|---|",
+        "| pair | 1 process x 2 threads (it/s) | 2 processes x 1 thread (it/s) | 2x1 / 1x2 | outside training, 1x2 (s) "
+        "| outside training, 2x1 (s) |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
         f"- Median paired ratio 2x1 / 1x2: **{med:.3f}** (range {min(ratios):.3f} to {max(ratios):.3f}; > 1: the "
         f"two data-parallel processes train faster)",
     ])
     print(body)
-    if args.write:
-        write_section(on_this_cpu(PAIRS_HEADING), body)
+    if args.write:  # the mnist preset's section keeps its heading; another preset's gets its own
+        write_section(on_this_cpu(PAIRS_HEADING if args.preset == "mnist" else f"{PAIRS_HEADING}, {args.preset}"), body)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--data-dir", help="the MNIST IDX files (the mnist preset)")
+    ap.add_argument("--preset", default="mnist", choices=("mnist", "digits"), help="with --pairs: the preset trained")
     ap.add_argument("--seconds", type=float, default=45.0, help="training budget of each job")
     ap.add_argument("--pairs", type=int, default=0, help="only 1x2 against 2x1 threads, alternated this many times")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
+    if args.preset == "mnist" and not args.data_dir:
+        ap.error("the mnist preset needs --data-dir")
     if args.pairs:
         return pairs(args, argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_threads_"))

@@ -53,10 +53,22 @@ class Case:
     batch: int
 
 
+# The mnist preset's network (training/presets.py; out_channels 2: learned variance).
+MNIST_PRESET = UNetConfig(image_size=28, in_channels=1, out_channels=2, base_channels=32, channel_mult=(1, 2, 2),
+                          num_res_blocks=1, attention_resolutions=(7,), num_heads=4)
+
+
+def training_inputs(cfg: UNetConfig, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A seeded batch for timing a training step of `cfg`: x, integer-valued t in [1, 1000], and the target."""
+    torch.manual_seed(0)
+    h, w = cfg.height_width
+    return (torch.randn(batch, cfg.in_channels, h, w), torch.randint(1, 1001, (batch,)).float(),
+            torch.randn(batch, cfg.resolved_out_channels, h, w))
+
+
 def cases(quick: bool) -> list[Case]:
     """The mnist preset's network, and the 28x28x1 and 32x32x3 DDPM-layout networks of the brief."""
-    mnist_preset = UNetConfig(image_size=28, in_channels=1, out_channels=2, base_channels=32, channel_mult=(1, 2, 2),
-                              num_res_blocks=1, attention_resolutions=(7,), num_heads=4)
+    mnist_preset = MNIST_PRESET
     mnist = UNetConfig(image_size=28, in_channels=1, base_channels=64, channel_mult=(1, 2, 2),
                        num_res_blocks=2, attention_resolutions=(7,), num_heads=4)
     cifar = UNetConfig(image_size=32, in_channels=3, base_channels=64, channel_mult=(1, 2, 2, 2),
@@ -160,11 +172,7 @@ def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tupl
     rows: list[list[str]] = []
     summary: list[str] = []
     for case in cases(quick):
-        torch.manual_seed(0)
-        h, w = case.ours.height_width
-        x = torch.randn(case.batch, case.ours.in_channels, h, w)
-        t = torch.randint(1, 1001, (case.batch,)).float()
-        target = torch.randn(case.batch, case.ours.resolved_out_channels, h, w)
+        x, t, target = training_inputs(case.ours, case.batch)
         theirs_cfg = diffusers_config(case.ours)
         # name -> (net, input, bf16); one fresh model per variant (each has its own optimizer state).
         variants: dict[str, tuple[nn.Module, Tensor, bool]] = {}

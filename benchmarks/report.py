@@ -38,6 +38,20 @@ def machine() -> str:
         f"; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def dated_cpu_line() -> str:
+    """A section's first line: today's date, the machine and torch's CPU capability (AVX2, AVX512, ...)."""
+    import datetime
+    import torch
+
+    return (f"- Date: {datetime.date.today().isoformat()}; machine: {machine()}; CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}")
+
+
+def section(lines: list[str], columns: list[str], rows: list[str]) -> str:
+    """A generated section's body: its `- ` lines, then a markdown table of `columns` over the finished `rows`."""
+    return "\n".join([*lines, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows])
+
+
 def cached(path: Path, compute) -> dict:
     """The JSON at `path`, or compute() written there (a benchmark's score, kept beside its run)."""
     import json

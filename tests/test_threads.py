@@ -195,3 +195,72 @@ def test_a_training_gives_a_core_to_a_job_started_after_it_and_takes_it_back(tin
     assert [(e["was"], e["threads"]) for e in changes][-2:] == [(2, 1), (1, 2)], changes
     assert changes[-2]["busy_elsewhere"] >= 0.5 and changes[-1]["busy_elsewhere"] < 0.5
     assert "core(s) busy: 2 -> 1 thread(s)" in err and "core(s) busy: 1 -> 2 thread(s)" in err
+
+
+# --procs auto on a CPU (cli/launch.py): 2 processes x 1 thread only where that was measured to train faster.
+
+def test_procs_auto_picks_two_processes_only_where_they_were_measured_to_pay():
+    from diffusionlab.cli.launch import TWO_PROCESSES_PAY, auto_procs_on_cpu
+
+    assert "mnist" in TWO_PROCESSES_PAY and "digits" not in TWO_PROCESSES_PAY
+    fast = dict(preset="mnist", batch_size=64, precision="no", native_bf16=False, planned_threads=2, idle=True)
+    choice = auto_procs_on_cpu(**fast)
+    assert choice.procs == 2 and "1.15x" in choice.reason
+    for change, why in [({"native_bf16": True}, "native bf16"), ({"precision": "bf16"}, "emulated"),
+                        ({"planned_threads": 0}, "--threads or OMP_NUM_THREADS"), ({"planned_threads": 1}, "2 cores"),
+                        ({"idle": False}, "busy"), ({"batch_size": 63}, "63"), ({"preset": "digits"}, "measured"),
+                        ({"preset": None}, "measured")]:
+        choice = auto_procs_on_cpu(**{**fast, **change})
+        assert choice.procs == 1 and why in choice.reason, (change, choice)
+
+
+def test_procs_auto_reads_the_cpu_the_precision_and_this_process_thread_plan(monkeypatch, tmp_path: Path):
+    import diffusionlab.threads as threads
+    import diffusionlab.training.precision as precision
+    from diffusionlab.cli import build_parser, config_for_train
+    from diffusionlab.cli.launch import resolve_procs
+    from diffusionlab.threads import ThreadPlan
+
+    monkeypatch.delenv(precision.ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def cfg(*flags: str):
+        args = build_parser().parse_args(["train", *flags, "--out", str(tmp_path / "r")])
+        return config_for_train(args)[0]
+
+    mnist = cfg("--preset", "mnist", "--data-dir", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda cpuinfo=None: ())  # an AVX2-only CPU
+    monkeypatch.setattr(threads, "_applied", None)  # main(argv) called in-process: its caller's threads, one process
+    assert resolve_procs("auto", mnist).procs == 1
+    monkeypatch.setattr(threads, "_applied", ThreadPlan(2, "2 physical core(s)", wanted=2))  # planned, idle
+    assert resolve_procs("auto", mnist).procs == 2
+    assert resolve_procs(1, mnist).procs == 1 and resolve_procs(3, mnist).procs == 3  # asked for: kept
+    assert resolve_procs("auto", cfg("--preset", "mnist", "--data-dir", str(tmp_path), "--mixed-precision",
+                                     "bf16")).procs == 1
+    assert resolve_procs("auto", cfg("--preset", "digits")).procs == 1
+    monkeypatch.setattr(threads, "_applied", ThreadPlan(1, "1 of 2 cores free", "busy", wanted=2))  # another job
+    assert resolve_procs("auto", mnist).procs == 1
+    monkeypatch.setattr(threads, "_applied", ThreadPlan(2, "OMP_NUM_THREADS"))  # chosen by the user
+    assert resolve_procs("auto", mnist).procs == 1
+    monkeypatch.setattr(threads, "_applied", ThreadPlan(2, "2 physical core(s)", wanted=2))
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda cpuinfo=None: ("avx512_bf16",))
+    assert resolve_procs("auto", mnist).procs == 1
+
+
+def test_a_resumed_data_parallel_run_keeps_its_layout_and_continues_bit_exactly(tiny_config: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    if usable_cores() < 2:
+        pytest.skip("two data-parallel processes x 1 thread need two cores")
+    common = ["--config", str(tiny_config), "--batch-size", "16", "--checkpoint-every", "2"]
+    whole = run_cli("train", *common, "--steps", "4", "--procs", "2", "--out", str(tmp_path / "whole"), timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    half = run_cli("train", *common, "--steps", "2", "--procs", "2", "--out", str(tmp_path / "half"), timeout=600)
+    assert half.returncode == 0, half.stderr[-3000:]
+    resumed = run_cli("train", "--resume", "--out", str(tmp_path / "half"), "--steps", "4", timeout=600)  # auto
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "launching 2 data-parallel processes x 1 thread(s) (torchrun; the layout the run was trained in)" in \
+        resumed.stdout and "batch 16 on 2 process(es)" in resumed.stdout
+    a = load_file(str(tmp_path / "whole" / "checkpoints" / "step_00000004" / "model.safetensors"))
+    b = load_file(str(tmp_path / "half" / "checkpoints" / "step_00000004" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

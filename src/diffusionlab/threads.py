@@ -160,6 +160,17 @@ class ThreadWatch:
         return current, target, others
 
 
+def applied_plan() -> ThreadPlan | None:
+    """What apply_threads planned for this process (None if it never ran, or was forgotten)."""
+    return _applied
+
+
+def forget_plan() -> None:
+    """Drop the applied plan: a program calling main(argv) in-process keeps its own threads, unwatched."""
+    global _applied
+    _applied = None
+
+
 def thread_watch() -> ThreadWatch | None:
     """A watch over the count apply_threads planned for this process; None if it was asked for or never planned."""
     if _applied is None or _applied.wanted is None or _applied.wanted < 2:
@@ -167,5 +178,5 @@ def thread_watch() -> ThreadWatch | None:
     return ThreadWatch(_applied.wanted, usable_cores())
 
 
-__all__ = ["MAX_THREADS", "ThreadPlan", "ThreadWatch", "apply_threads", "busy_elsewhere", "cpu_seconds",
-           "local_processes", "plan_threads", "thread_watch", "threads_for", "usable_cores"]
+__all__ = ["MAX_THREADS", "ThreadPlan", "ThreadWatch", "applied_plan", "apply_threads", "busy_elsewhere",
+           "cpu_seconds", "forget_plan", "local_processes", "plan_threads", "thread_watch", "threads_for", "usable_cores"]

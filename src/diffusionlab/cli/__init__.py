@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what `--procs N` runs again under torchrun
     import torch
 
-    from ..threads import apply_threads
+    from ..threads import apply_threads, forget_plan
 
     threads_before = torch.get_num_threads()
     try:
@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # it passes --threads (and gets it back afterwards).
         if argv is None or args.threads is not None:
             apply_threads(args.threads)
+        else:
+            forget_plan()
         return HANDLERS[args.command](args)
     except DiffusionLabError as e:
         kind = "interrupted" if isinstance(e, TrainingInterrupted) else "error"

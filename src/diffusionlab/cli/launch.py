@@ -1,10 +1,12 @@
 """`train --procs N`: data-parallel training on one machine, by running the same command under torchrun.
 
-`--procs auto` (the default) is one process per GPU on a CUDA machine and one process on a CPU. On an avx512_bf16 CPU,
-2 processes x 1 thread trained slower than 1 process x 2 threads (BENCHMARKS.md, "Threads, processes and a shared CPU
-on AVX512"): every step all-reduces the gradients through gloo while one process already keeps every core busy. On an
-AVX2-only CPU they trained the mnist preset 4-15% faster ("Issue 18 on an AVX2-only CPU, second session"); a per-CPU
-default is not made yet, so there `--procs 2` is the user's choice.
+`--procs auto` (the default) is one process per GPU on a CUDA machine. On a CPU it is one process, except where two
+processes x 1 thread were measured to train faster than one process x 2 threads (`auto_procs_on_cpu`): the `mnist`
+preset in float32 on a CPU without native bf16, 1.15x in paired runs on an AVX2-only CPU (BENCHMARKS.md, "Processes
+against threads, paired (`--procs auto`) on AVX2"). On an avx512_bf16 CPU, in bf16, one process was faster (3.33
+against 3.44 it/s, "Threads, processes and a shared CPU on AVX512"): every step all-reduces the gradients through
+gloo while one process already keeps every core busy. The processes split one global batch, which the data stream
+draws by step (training/loop.py), so the layout changes the arithmetic's rounding, not the recipe.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import argparse
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import ConfigError
 
@@ -34,13 +37,82 @@ def procs_arg(s: str) -> int | str:
     return value
 
 
-def resolve_procs(requested: int | str) -> int:
-    """The processes `--procs` asks for on this machine."""
+# The presets whose training ran faster as 2 processes x 1 thread than as 1 process x 2 threads, in float32 on a CPU
+# without native bf16, and the evidence. A preset not listed (digits, folder32, the latent and baseline ones) keeps
+# one process: it was not measured, or did not pay.
+TWO_PROCESSES_PAY: dict[str, str] = {
+    "mnist": "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired')",
+}
+
+
+@dataclass(frozen=True)
+class ProcsChoice:
+    """How many data-parallel processes a training runs in, and the one-line reason."""
+
+    procs: int
+    reason: str
+
+
+def auto_procs_on_cpu(preset: str | None, batch_size: int, precision: str, native_bf16: bool, planned_threads: int,
+                      idle: bool) -> ProcsChoice:
+    """`--procs auto` on a CPU: 2 processes x 1 thread where that was measured faster (TWO_PROCESSES_PAY), else 1.
+
+    `precision` is what the run trains in ("no" = float32); `planned_threads` is the team this process planned for
+    an idle machine (0 when --threads or OMP_NUM_THREADS chose it); `idle` says no other process keeps a core busy
+    (beside another job one process with the thread watch adapts, two processes cannot: threads.py)."""
+    if preset not in TWO_PROCESSES_PAY:
+        return ProcsChoice(1, "one process on a CPU (2 processes were measured to pay only for the "
+                              f"{', '.join(TWO_PROCESSES_PAY)} preset)")
+    why_not = ("this CPU has native bf16 (there one process was faster)" if native_bf16 else
+               "the run trains in bf16, emulated here" if precision != "no" else
+               "the thread count was chosen (--threads or OMP_NUM_THREADS)" if planned_threads == 0 else
+               "fewer than 2 cores" if planned_threads < 2 else
+               "other processes keep a core busy" if not idle else
+               f"the batch of {batch_size} does not split in two" if batch_size % 2 else None)
+    if why_not:
+        return ProcsChoice(1, f"one process: {why_not}")
+    return ProcsChoice(2, f"the {preset} preset in float32 without native bf16: {TWO_PROCESSES_PAY[preset]}")
+
+
+def trained_with(run_dir: Path) -> int | None:
+    """The number of processes the newest readable checkpoint of `run_dir` was trained in (None if unknown)."""
+    import json
+
+    from ..training.checkpoint import list_checkpoints
+
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            world = json.loads((path / "state.json").read_text()).get("world_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        return world if isinstance(world, int) and world >= 1 else None
+    return None
+
+
+def resolve_procs(requested: int | str, cfg: Any = None, resume_from: Path | None = None) -> ProcsChoice:
+    """The processes `--procs` asks for on this machine, for the run `cfg` (a new run, or `resume_from`'s)."""
     import torch
 
     if requested != "auto":
-        return int(requested)
-    return torch.cuda.device_count() if torch.cuda.is_available() and os.environ.get("DIFFUSIONLAB_CPU") != "1" else 1
+        return ProcsChoice(int(requested), "--procs")
+    if torch.cuda.is_available() and os.environ.get("DIFFUSIONLAB_CPU") != "1":
+        return ProcsChoice(torch.cuda.device_count(), "one process per GPU")
+    from ..threads import applied_plan, usable_cores
+
+    if resume_from is not None:  # a resumed run keeps its layout: bit-exact only in the same rounding
+        world = trained_with(resume_from)
+        if world is not None and world <= usable_cores():
+            return ProcsChoice(world, "the layout the run was trained in")
+    from ..training.config import RunConfig
+    from ..training.precision import cpu_bf16_flags, resolve_mixed_precision
+
+    plan = applied_plan()
+    if not isinstance(cfg, RunConfig) or plan is None:  # another kind, or main(argv) called in-process: one process
+        return ProcsChoice(1, "one process on a CPU")
+    native = bool(cpu_bf16_flags())
+    precision = resolve_mixed_precision(cfg.train.mixed_precision, "cpu").mixed_precision
+    return auto_procs_on_cpu(cfg.preset, cfg.train.batch_size, precision, native, plan.wanted or 0,
+                             plan.wanted is not None and plan.threads == plan.wanted)
 
 
 def under_launcher() -> bool:
@@ -61,7 +133,7 @@ def without_procs(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def relaunch(procs: int, argv: Sequence[str], threads: int | None) -> int:
+def relaunch(procs: int, argv: Sequence[str], threads: int | None, reason: str = "--procs") -> int:
     """Run `diffusionlab ARGV` in `procs` processes under torchrun (standalone rendezvous); its exit code."""
     from ..threads import usable_cores
 
@@ -70,9 +142,10 @@ def relaunch(procs: int, argv: Sequence[str], threads: int | None) -> int:
     per_process = threads or max(1, usable_cores() // procs)
     env = {**os.environ, "OMP_NUM_THREADS": str(per_process)}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
-    print(f"launching {procs} data-parallel processes x {per_process} thread(s) (torchrun)", flush=True)
+    print(f"launching {procs} data-parallel processes x {per_process} thread(s) (torchrun; {reason})", flush=True)
     return subprocess.run([*torchrun, "-m", "diffusionlab.cli", *without_procs(argv)], env=env,
                           cwd=Path.cwd()).returncode
 
 
-__all__ = ["MAX_PROCS", "procs_arg", "relaunch", "resolve_procs", "under_launcher", "without_procs"]
+__all__ = ["MAX_PROCS", "TWO_PROCESSES_PAY", "ProcsChoice", "auto_procs_on_cpu", "procs_arg", "relaunch",
+           "resolve_procs", "trained_with", "under_launcher", "without_procs"]

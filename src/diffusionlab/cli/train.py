@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from .baseline import run_train
 
     cfg, run_dir, resume = config_for_train(args)
-    rc = launched(args, run_dir)
+    rc = launched(args, run_dir, cfg, resume)
     if rc is not None:
         return rc
     if isinstance(cfg, BaselineRunConfig):
@@ -279,7 +279,7 @@ def run_autoencoder(args: argparse.Namespace) -> int:
     from ..training.trainer import train_autoencoder
 
     cfg, run_dir, resume = config_for_autoencoder(args)
-    rc = launched(args, run_dir)
+    rc = launched(args, run_dir, cfg, resume)
     if rc is not None:
         return rc
     res = trained("train-autoencoder", lambda: train_autoencoder(cfg, run_dir, resume=resume, progress=progress_mode(args),

@@ -406,7 +406,7 @@ class _Run:
             set_aside_after(run_dir, start)  # snapshots a killed run wrote after its checkpoint
             if not self.resume:
                 self.event("started", 0, version=__version__, mixed_precision=self.precision.mixed_precision,
-                           precision_reason=self.precision.reason, threads=torch.get_num_threads())
+                           precision_reason=self.precision.reason, threads=torch.get_num_threads(), processes=world)
         tensorboard = TensorBoardLog(run_dir, start) if main and tc.log == "tensorboard" else None
         accelerator.wait_for_everyone()
 
