@@ -25,8 +25,10 @@ from report import cli, machine, publish, score_row, train_each  # noqa: E402
 
 HEADING = "## The mnist recipe at an equal budget (issue 18)"
 ROWS: dict[str, tuple[list[str], str]] = {
-    "preset-fp32": (["--mixed-precision", "no", "--weighting", "none"], "the preset before issue 18 (float32)"),
-    "preset": ([], "the preset now, as shipped (precision auto, Min-SNR-5)"),
+    # --procs 1: one process, as before `--procs auto` chose 2 for this preset in float32 without native bf16
+    "preset-fp32": (["--mixed-precision", "no", "--weighting", "none", "--procs", "1"],
+                    "the preset before issue 18 (float32)"),
+    "preset": (["--procs", "1"], "the preset now, one process (precision auto, Min-SNR-5)"),
     "preset-bf16": (["--mixed-precision", "bf16", "--weighting", "none"], "bf16 autocast (what auto picks on this CPU)"),
     "min-snr": (["--mixed-precision", "bf16", "--weighting", "min_snr"], "bf16 + Min-SNR-5 weighting"),
     "lr2e-3": (["--mixed-precision", "bf16", "--lr", "2e-3"], "bf16 + lr 2e-3"),
@@ -43,14 +45,14 @@ ROWS: dict[str, tuple[list[str], str]] = {
 }
 ROWS["cosine"] = (["--mixed-precision", "bf16", "--weighting", "min_snr", "--lr-schedule", "cosine"],
                   "bf16 + Min-SNR-5 + cosine decay of the lr over the 20 minutes")
-ROWS["batch32"] = (["--batch-size", "32"], "the preset now at batch 32 (twice the steps, same lr)")
+ROWS["batch32"] = (["--batch-size", "32", "--procs", "1"], "the preset now at batch 32 (twice the steps, same lr)")
 # Width against depth (benchmarks/bench_widths.py gives each network's cost per step): a narrower network sees more
 # images in the budget; at 24 channels with two blocks per level a step costs about what the preset's does.
-ROWS["base24"] = (["--base-channels", "24"], "the preset now, 24 base channels (a step costs 0.65x)")
-ROWS["base24-blocks2"] = (["--base-channels", "24", "--num-res-blocks", "2"],
+ROWS["base24"] = (["--base-channels", "24", "--procs", "1"], "the preset now, 24 base channels (a step costs 0.65x)")
+ROWS["base24-blocks2"] = (["--base-channels", "24", "--num-res-blocks", "2", "--procs", "1"],
                           "the preset now, 24 base channels, 2 blocks per level (narrower, deeper)")
 # 2 data-parallel processes x 1 thread: what `--procs auto` picks for this preset on a CPU without native bf16.
-ROWS["procs2"] = (["--procs", "2"], "the preset in 2 processes x 1 thread (what auto now picks without native bf16)")
+ROWS["procs2"] = (["--procs", "2"], "the preset in 2 processes x 1 thread (auto's choice without native bf16)")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 

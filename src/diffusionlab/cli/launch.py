@@ -38,8 +38,9 @@ def procs_arg(s: str) -> int | str:
 
 
 # The presets whose training ran faster as 2 processes x 1 thread than as 1 process x 2 threads, in float32 on a CPU
-# without native bf16, and the evidence. A preset not listed (digits, folder32, the latent and baseline ones) keeps
-# one process: it was not measured, or did not pay.
+# without native bf16, and the evidence. A preset not listed keeps one process: digits measured a paired median of
+# 1.04x (0.98 to 1.14) with 3.4 s more start-up under torchrun (BENCHMARKS.md, "Processes against threads, paired
+# (`--procs auto`), digits on AVX2"), within the noise; folder32 and the latent and baseline presets were not measured.
 TWO_PROCESSES_PAY: dict[str, str] = {
     "mnist": "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired')",
 }
