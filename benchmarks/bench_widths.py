@@ -34,6 +34,7 @@ HEADING = "## The cost of a step per network width and depth (issue 18)"
 VARIANTS: dict[str, tuple[dict, str]] = {
     "preset": ({}, ""),
     "base24": ({"base_channels": 24}, "--base-channels 24"),
+    "base16": ({"base_channels": 16}, "--base-channels 16"),
     "base48": ({"base_channels": 48}, "--base-channels 48"),
     "blocks2": ({"num_res_blocks": 2}, "--num-res-blocks 2"),
     "attn14": ({"attention_resolutions": (14, 7)}, "--attention-resolutions 14,7"),

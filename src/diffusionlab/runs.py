@@ -42,13 +42,28 @@ def read_config_json(run_dir: Path) -> dict[str, Any]:
     return d
 
 
-def saved_config(checkpoint: Path) -> dict[str, Any] | None:
-    """The run config stored in a checkpoint's state.json (None if it has none or cannot be read)."""
+def saved_state(checkpoint: Path) -> dict[str, Any] | None:
+    """A checkpoint's state.json (None if it cannot be read or is not a JSON object)."""
     try:
-        d = json.loads((Path(checkpoint) / "state.json").read_text()).get("config")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        d = json.loads((Path(checkpoint) / "state.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return d if isinstance(d, dict) else None
+
+
+def saved_config(checkpoint: Path) -> dict[str, Any] | None:
+    """The run config stored in a checkpoint's state.json (None if it has none or cannot be read)."""
+    d = (saved_state(checkpoint) or {}).get("config")
+    return d if isinstance(d, dict) else None
+
+
+def newest_saved_state(run_dir: Path) -> dict[str, Any] | None:
+    """The state.json of the newest checkpoint of `run_dir` that can be read (None if there is none)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        d = saved_state(path)
+        if d is not None:
+            return d
+    return None
 
 
 def newest_saved_config(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:

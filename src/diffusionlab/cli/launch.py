@@ -77,17 +77,10 @@ def auto_procs_on_cpu(preset: str | None, batch_size: int, precision: str, nativ
 
 def trained_with(run_dir: Path) -> int | None:
     """The number of processes the newest readable checkpoint of `run_dir` was trained in (None if unknown)."""
-    import json
+    from ..runs import newest_saved_state
 
-    from ..training.checkpoint import list_checkpoints
-
-    for _, path in reversed(list_checkpoints(run_dir)):
-        try:
-            world = json.loads((path / "state.json").read_text()).get("world_size")
-        except (OSError, ValueError, AttributeError):
-            continue
-        return world if isinstance(world, int) and world >= 1 else None
-    return None
+    world = (newest_saved_state(run_dir) or {}).get("world_size")
+    return world if isinstance(world, int) and world >= 1 else None
 
 
 def resolve_procs(requested: int | str, cfg: Any = None, resume_from: Path | None = None) -> ProcsChoice:
