@@ -3,12 +3,15 @@ data order, same budget, trained one after the other on one machine), scored the
 
     python benchmarks/bench_recipe.py train --root ROOT --minutes 20 --data-dir DIR [--rows preset-fp32 preset-bf16 ...]
     python benchmarks/bench_recipe.py report --root ROOT --data-dir DIR [--n 2000] [--write]
+    python benchmarks/bench_recipe.py report --root ROOT --data-dir DIR --at-step 3000 [--rows ...] [--write]
     python benchmarks/bench_recipe.py posthoc --root ROOT --data-dir DIR [--row posthoc] [--sigma-rel 0.05,0.1,...]
 
 A row is the `mnist` preset plus command-line flags (ROWS). Scores (EMA weights, seed 0, cached in RUN/eval/): FID,
 KID, precision and recall (k = 3) of n samples against the MNIST test split with the domain extractor, for the
 preset's sampler (DDIM, 50 steps) and for DPM-Solver++(2M) at 10 steps, beside the real-data floor; the training
-steps it fitted in the budget and its median it/s. `posthoc` rebuilds a row's EMA at each sigma_rel from its snapshots
+steps it fitted in the budget and its median it/s. With `--at-step N`, each row that kept a checkpoint at step N is
+scored there instead: an equal step count, which a machine that runs faster or slower from hour to hour cannot move
+(the time to reach it is printed beside it). `posthoc` rebuilds a row's EMA at each sigma_rel from its snapshots
 (EDM2's post-hoc EMA, `diffusionlab posthoc-ema`) and scores each length the same way.
 """
 
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import cli, machine, publish, score_row, train_each  # noqa: E402
 
 HEADING = "## The mnist recipe at an equal budget (issue 18)"
+AT_STEP_HEADING = "## The mnist recipe at an equal step count ({at} steps, issue 18)"
 ROWS: dict[str, tuple[list[str], str]] = {
     # --procs 1: one process, as before `--procs auto` chose 2 for this preset in float32 without native bf16
     "preset-fp32": (["--mixed-precision", "no", "--weighting", "none", "--procs", "1"],
@@ -61,6 +65,9 @@ ROWS["base16-seed1"] = (["--base-channels", "16", "--procs", "2", "--seed", "1"]
 # A narrower network may want a larger step (Adam's best learning rate grows as the width shrinks).
 ROWS["base16-lr2e-3"] = (["--base-channels", "16", "--lr", "2e-3", "--procs", "2"],
                          "16 base channels, lr 2e-3, in 2 processes x 1 thread")
+# Narrower still: 12 base channels (12, 24, 24 per level; the 4 attention heads divide 24, and GroupNorm takes the
+# largest group count <= 32 that divides a width).
+ROWS["base12-procs2"] = (["--base-channels", "12", "--procs", "2"], "12 base channels in 2 processes x 1 thread")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 
@@ -79,36 +86,50 @@ def summary(run: Path) -> dict:
             "precision": json.loads((run / "config.json").read_text())["train"]["mixed_precision"]}
 
 
+def minutes_to(run: Path, step: int) -> float:
+    """Wall-clock minutes the run took to reach `step` (from the metrics.jsonl row logged at it)."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return next(r["elapsed_s"] for r in rows if r["step"] >= step) / 60
+
+
 def report(args: argparse.Namespace) -> None:
-    """Score every trained row; print (and with --write, publish) the table."""
+    """Score every trained row (at its end, or with --at-step at that checkpoint); print and with --write publish."""
+    from diffusionlab.training.checkpoint import list_checkpoints
+
     root = Path(args.root)
     samplers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
     names = [n for n in args.rows if (root / n / "config.json").exists()]
-    lines = ["| row | what | precision | steps | it/s | " + " | ".join(
+    at = args.at_step
+    if at:  # only the rows that kept this step's checkpoint (a run keeps its newest three)
+        names = [n for n in names if at in dict(list_checkpoints(root / n))]
+    lines = ["| row | what | precision | steps | " + ("minutes to reach it" if at else "it/s") + " | " + " | ".join(
         f"FID {s} {k}" for s, k in samplers) + " | precision / recall (" + samplers[0][0] + ") |",
         "|" + "---|" * (6 + len(samplers))]
     floor = None
     for name in names:
         run = root / name
         info = summary(run)
-        scores = [score_row(run, s, k, 0.0, args.n, None)["quality"] for s, k in samplers]
+        where = {"checkpoint": dict(list_checkpoints(run))[at], "tag": f"-step{at}"} if at else {}
+        scores = [score_row(run, s, k, 0.0, args.n, None, **where)["quality"] for s, k in samplers]
         floor = scores[0]["floor"]["fid"]
-        lines.append(f"| {name} | {ROWS[name][1]} | {info['precision']} | {info['steps']} | {info['it_per_s']:.2f} | "
+        pace = f"{minutes_to(run, at):.1f}" if at else f"{info['it_per_s']:.2f}"
+        lines.append(f"| {name} | {ROWS[name][1]} | {info['precision']} | {at or info['steps']} | {pace} | "
                      + " | ".join(f"{s['fid']:.2f}" for s in scores)
                      + f" | {scores[0]['precision']:.3f} / {scores[0]['recall']:.3f} |")
     cmd = (f"`python benchmarks/bench_recipe.py train --root ROOT --minutes {args.minutes:g} --data-dir DIR --rows "
-           f"{' '.join(names)}`, then `report ... --n {args.n} --write`")
+           f"{' '.join(names)}`, then `report ...{f' --at-step {at}' if at else ''} --n {args.n} --write`")
+    what = f"at its checkpoint of step {at} (each row trained for {args.minutes:g} minutes and kept it) " if at else ""
     body = "\n".join([
         f"- Machine: {machine()}; CPU flags: {' '.join(_flags())}",
         f"- Command: {cmd}",
-        f"- Each row: `diffusionlab train --preset mnist --minutes {args.minutes:g}` plus its flags, seed 0, trained "
-        "alone one after the other; scored with `evaluate --fid` on "
+        f"- Each row: `diffusionlab train --preset mnist --minutes {args.minutes:g}` plus its flags, seed 0 unless it "
+        f"says otherwise, trained alone one after the other; scored {what}with `evaluate --fid` on "
         f"{args.n} samples (EMA weights, seed 0, domain extractor, k = 3)"
         + (f"; real-data floor FID {floor:.2f}" if floor is not None else ""),
         "",
         *lines,
     ])
-    publish(args.heading, body, args.write)
+    publish(args.heading or (AT_STEP_HEADING.format(at=at) if at else HEADING), body, args.write)
 
 
 def posthoc(args: argparse.Namespace) -> None:
@@ -165,9 +186,10 @@ def main() -> None:
     for name in ("report", "posthoc"):
         sub.choices[name].add_argument("--n", type=int, default=2000)
         sub.choices[name].add_argument("--write", action="store_true")
-        sub.choices[name].add_argument("--heading", default=HEADING if name == "report" else None,
-                                       help="the BENCHMARKS.md section to write")
+        sub.choices[name].add_argument("--heading", default=None, help="the BENCHMARKS.md section to write")
         sub.choices[name].add_argument("--samplers", default=SAMPLERS, help="NAME:STEPS,... (default %(default)s)")
+    sub.choices["report"].add_argument("--at-step", type=int, default=0,
+                                       help="score each row's checkpoint of this step (rows without one are left out)")
     sub.choices["posthoc"].add_argument("--row", default="posthoc", choices=list(ROWS))
     sub.choices["posthoc"].add_argument("--sigma-rel", type=lambda s: [float(x) for x in s.split(",")],
                                         default=[0.05, 0.1, 0.15, 0.2, 0.25])

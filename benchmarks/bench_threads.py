@@ -13,6 +13,9 @@ another benchmark. What it measures:
     .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist [--seconds 45] [--write]
     .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist --pairs 4 [--seconds 90] [--write]
     .venv/bin/python benchmarks/bench_threads.py --preset digits --pairs 3 [--seconds 60] [--write]
+    .venv/bin/python benchmarks/bench_threads.py --preset folder32 --data-dir ROOT/photos --pairs 3 [--write]
+
+(ROOT/photos: the folder of 32x32 photograph crops that `benchmarks/bench_folder32.py make --root ROOT` writes.)
 
 `--pairs K` runs only the question behind `--procs auto`: 1 process x 2 threads and 2 processes x 1 thread, alternated
 K times (which goes first alternates too), with the median of the K paired ratios.
@@ -136,14 +139,17 @@ def pairs(args: argparse.Namespace, argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", help="the MNIST IDX files (the mnist preset)")
-    ap.add_argument("--preset", default="mnist", choices=("mnist", "digits"), help="with --pairs: the preset trained")
+    ap.add_argument("--data-dir", help="the MNIST IDX files (the mnist preset) or the image folder (folder32)")
+    ap.add_argument("--preset", default="mnist", choices=("mnist", "digits", "folder32"),
+                    help="with --pairs: the preset trained")
     ap.add_argument("--seconds", type=float, default=45.0, help="training budget of each job")
     ap.add_argument("--pairs", type=int, default=0, help="only 1x2 against 2x1 threads, alternated this many times")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
-    if args.preset == "mnist" and not args.data_dir:
-        ap.error("the mnist preset needs --data-dir")
+    if args.preset != "digits" and not args.data_dir:
+        ap.error(f"the {args.preset} preset needs --data-dir")
+    if args.preset != "mnist" and not args.pairs:
+        ap.error("only --pairs trains another preset than mnist")
     if args.pairs:
         return pairs(args, argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_threads_"))

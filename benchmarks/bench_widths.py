@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "preset": ({}, ""),
     "base24": ({"base_channels": 24}, "--base-channels 24"),
     "base16": ({"base_channels": 16}, "--base-channels 16"),
+    "base12": ({"base_channels": 12}, "--base-channels 12"),
     "base48": ({"base_channels": 48}, "--base-channels 48"),
     "blocks2": ({"num_res_blocks": 2}, "--num-res-blocks 2"),
     "attn14": ({"attention_resolutions": (14, 7)}, "--attention-resolutions 14,7"),

@@ -2,8 +2,8 @@
 
 `--procs auto` (the default) is one process per GPU on a CUDA machine. On a CPU it is one process, except where two
 processes x 1 thread were measured to train faster than one process x 2 threads (`auto_procs_on_cpu`): the `mnist`
-preset in float32 on a CPU without native bf16, 1.15x in paired runs on an AVX2-only CPU (BENCHMARKS.md, "Processes
-against threads, paired (`--procs auto`) on AVX2"). On an avx512_bf16 CPU, in bf16, one process was faster (3.33
+and `folder32` presets in float32 on a CPU without native bf16, 1.15x and 1.11x in paired runs on an AVX2-only CPU
+(BENCHMARKS.md, "Processes against threads, paired (`--procs auto`)" on AVX2, and its folder32 section). On an avx512_bf16 CPU, in bf16, one process was faster (3.33
 against 3.44 it/s, "Threads, processes and a shared CPU on AVX512"): every step all-reduces the gradients through
 gloo while one process already keeps every core busy. The processes split one global batch, which the data stream
 draws by step (training/loop.py), so the layout changes the arithmetic's rounding, not the recipe.
@@ -40,9 +40,12 @@ def procs_arg(s: str) -> int | str:
 # The presets whose training ran faster as 2 processes x 1 thread than as 1 process x 2 threads, in float32 on a CPU
 # without native bf16, and the evidence. A preset not listed keeps one process: digits measured a paired median of
 # 1.04x (0.98 to 1.14) with 3.4 s more start-up under torchrun (BENCHMARKS.md, "Processes against threads, paired
-# (`--procs auto`), digits on AVX2"), within the noise; folder32 and the latent and baseline presets were not measured.
+# (`--procs auto`), digits on AVX2"), within the noise; the latent and baseline presets were not measured.
 TWO_PROCESSES_PAY: dict[str, str] = {
     "mnist": "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired')",
+    # 3 pairs of 90 s: 1.07x, 1.11x, 1.29x; 2 processes start 21 s later, repaid after about 3 minutes of training
+    "folder32": "paired median 1.11x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired "
+                "(`--procs auto`), folder32')",
 }
 
 

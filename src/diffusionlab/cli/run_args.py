@@ -29,8 +29,8 @@ def add_run_arguments(t: argparse.ArgumentParser, presets: tuple[str, ...], defa
     t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto", help="progress display")
     t.add_argument("--procs", type=procs_arg, default="auto",
                    help="data-parallel processes on this machine, run under torchrun (default auto: one per GPU; on a "
-                        "CPU one, or 2 x 1 thread where that measured faster: the mnist preset in float32 without "
-                        "native bf16; a resumed run keeps its own)")
+                        "CPU one, or 2 x 1 thread where that measured faster: the mnist and folder32 presets in "
+                        "float32 without native bf16; a resumed run keeps its own)")
 
 
 def put_budget(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
