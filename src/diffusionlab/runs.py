@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -57,22 +57,23 @@ def saved_config(checkpoint: Path) -> dict[str, Any] | None:
     return d if isinstance(d, dict) else None
 
 
+def _newest(run_dir: Path, read: Callable[[Path], dict[str, Any] | None]) -> tuple[dict[str, Any] | None, Path | None]:
+    """`read` of the newest checkpoint of `run_dir` for which it is not None, and that checkpoint (None, None)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        d = read(path)
+        if d is not None:
+            return d, path
+    return None, None
+
+
 def newest_saved_state(run_dir: Path) -> dict[str, Any] | None:
     """The state.json of the newest checkpoint of `run_dir` that can be read (None if there is none)."""
-    for _, path in reversed(list_checkpoints(run_dir)):
-        d = saved_state(path)
-        if d is not None:
-            return d
-    return None
+    return _newest(run_dir, saved_state)[0]
 
 
 def newest_saved_config(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The config stored in the newest checkpoint whose state.json can be read, and that checkpoint."""
-    for _, path in reversed(list_checkpoints(run_dir)):
-        d = saved_config(path)
-        if d is not None:
-            return d, path
-    return None, None
+    return _newest(run_dir, saved_config)
 
 
 def resume_base(run_dir: Path, allow_change: bool) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 `--procs auto` (the default) is one process per GPU on a CUDA machine. On a CPU it is one process, except where two
 processes x 1 thread were measured to train faster than one process x 2 threads (`auto_procs_on_cpu`): the `mnist`
 and `folder32` presets in float32 on a CPU without native bf16, 1.15x and 1.11x in paired runs on an AVX2-only CPU
-(BENCHMARKS.md, "Processes against threads, paired (`--procs auto`)" on AVX2, and its folder32 section). On an avx512_bf16 CPU, in bf16, one process was faster (3.33
-against 3.44 it/s, "Threads, processes and a shared CPU on AVX512"): every step all-reduces the gradients through
-gloo while one process already keeps every core busy. The processes split one global batch, which the data stream
-draws by step (training/loop.py), so the layout changes the arithmetic's rounding, not the recipe.
+(BENCHMARKS.md, "Processes against threads, paired (`--procs auto`)" on AVX2, and its folder32 section). On an
+avx512_bf16 CPU, in bf16, one process was faster (3.33 against 3.44 it/s, "Threads, processes and a shared CPU on
+AVX512"): every step all-reduces the gradients through gloo while one process already keeps every core busy. The
+processes split one global batch, which the data stream draws by step (training/loop.py), so the layout changes the
+arithmetic's rounding, not the recipe.
 """
 
 from __future__ import annotations
