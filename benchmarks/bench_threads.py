@@ -14,8 +14,12 @@ another benchmark. What it measures:
     .venv/bin/python benchmarks/bench_threads.py --data-dir ../shared/datasets/mnist --pairs 4 [--seconds 90] [--write]
     .venv/bin/python benchmarks/bench_threads.py --preset digits --pairs 3 [--seconds 60] [--write]
     .venv/bin/python benchmarks/bench_threads.py --preset folder32 --data-dir ROOT/photos --pairs 3 [--write]
+    .venv/bin/python benchmarks/bench_threads.py --preset mnist-ae --data-dir ../shared/datasets/mnist --pairs 3 [--write]
+    .venv/bin/python benchmarks/bench_threads.py --preset mnist-ldm --latent AE_RUN --data-dir ../shared/datasets/mnist \
+        --pairs 3 [--write]
 
-(ROOT/photos: the folder of 32x32 photograph crops that `benchmarks/bench_folder32.py make --root ROOT` writes.)
+(ROOT/photos: the folder of 32x32 photograph crops that `benchmarks/bench_folder32.py make --root ROOT` writes.
+AE_RUN: any `train-autoencoder --preset mnist-ae` run; the latent network's speed does not depend on its weights.)
 
 `--pairs K` runs only the question behind `--procs auto`: 1 process x 2 threads and 2 processes x 1 thread, alternated
 K times (which goes first alternates too), with the median of the K paired ratios.
@@ -42,20 +46,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import cpu_name, on_this_cpu, write_section  # noqa: E402
 
 from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
-from diffusionlab.training.presets import PRESETS  # noqa: E402
+from diffusionlab.training.presets import AUTOENCODER_PRESETS, PRESETS  # noqa: E402
 
 HEADING = "## Threads, processes and a shared CPU"  # one section per CPU kind (on_this_cpu)
 PAIRS_HEADING = "## Processes against threads, paired (`--procs auto`)"
 PY = sys.executable
+# The presets --pairs trains, and the batch each one takes (the first stage of latent diffusion is its own command).
+PAIR_PRESETS = {name: PRESETS[name]["train"]["batch_size"] for name in ("mnist", "digits", "folder32", "mnist-ldm")}
+PAIR_PRESETS["mnist-ae"] = AUTOENCODER_PRESETS["mnist-ae"]["train"]["batch_size"]
 
 
 def train_cmd(out: Path, data_dir: str | None, seconds: float, precision: str, threads: int | None,
-              preset: str = "mnist") -> list[str]:
-    """The CLI call for one timed job."""
-    cmd = ["-m", "diffusionlab.cli", "train", "--preset", preset, "--minutes", f"{seconds / 60:.4f}", "--out",
+              preset: str = "mnist", latent: str | None = None) -> list[str]:
+    """The CLI call for one timed job (`latent`: the autoencoder run a latent preset trains on)."""
+    command = "train-autoencoder" if preset in AUTOENCODER_PRESETS else "train"
+    cmd = ["-m", "diffusionlab.cli", command, "--preset", preset, "--minutes", f"{seconds / 60:.4f}", "--out",
            str(out), "--log-every", "5", "--sample-every", "1000000", "--checkpoint-every", "1000000",
            "--mixed-precision", precision, "--progress", "lines"]
-    return cmd + (["--data-dir", data_dir] if data_dir else []) + (["--threads", str(threads)] if threads else [])
+    return (cmd + (["--data-dir", data_dir] if data_dir else []) + (["--latent", latent] if latent else [])
+            + (["--threads", str(threads)] if threads else []))
 
 
 def its(run: Path) -> float:
@@ -106,8 +115,8 @@ def pairs(args: argparse.Namespace, argv: list[str] | None) -> None:
             procs = 2 if layout == "2x1" else 0
             e = {**env, "OMP_NUM_THREADS": "1"} if procs else env
             start = time.perf_counter()
-            finish(launch(train_cmd(out, args.data_dir, args.seconds, auto, None if procs else 2, args.preset), e,
-                          procs))
+            finish(launch(train_cmd(out, args.data_dir, args.seconds, auto, None if procs else 2, args.preset,
+                                    args.latent), e, procs))
             extra[layout] = time.perf_counter() - start - args.seconds  # start-up, data loading, the last checkpoint
             rate[layout] = its(out)
         ratios.append(rate["2x1"] / rate["1x2"])
@@ -119,7 +128,7 @@ def pairs(args: argparse.Namespace, argv: list[str] | None) -> None:
     body = "\n".join([
         *dated_machine(),
         f"- Command: `{command(argv)}` (each run trains the `{args.preset}` preset for {args.seconds:.0f} s, batch "
-        f"{PRESETS[args.preset]['train']['batch_size']} in total, precision {'bf16' if auto == 'bf16' else 'float32'} (auto); it/s is the median of 5-step windows after the "
+        f"{PAIR_PRESETS[args.preset]} in total, precision {'bf16' if auto == 'bf16' else 'float32'} (auto); it/s is the median of 5-step windows after the "
         f"first; the layout that goes first alternates; `outside training` is each command's wall time minus the "
         f"budget: start-up, data loading, the final checkpoint; 1-min load average {load_before:.1f} before)",
         "",
@@ -139,9 +148,9 @@ def pairs(args: argparse.Namespace, argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", help="the MNIST IDX files (the mnist preset) or the image folder (folder32)")
-    ap.add_argument("--preset", default="mnist", choices=("mnist", "digits", "folder32"),
-                    help="with --pairs: the preset trained")
+    ap.add_argument("--data-dir", help="the MNIST IDX files (mnist, mnist-ae, mnist-ldm) or the image folder (folder32)")
+    ap.add_argument("--preset", default="mnist", choices=tuple(PAIR_PRESETS), help="with --pairs: the preset trained")
+    ap.add_argument("--latent", metavar="AE_RUN", help="the autoencoder run the mnist-ldm preset trains on")
     ap.add_argument("--seconds", type=float, default=45.0, help="training budget of each job")
     ap.add_argument("--pairs", type=int, default=0, help="only 1x2 against 2x1 threads, alternated this many times")
     ap.add_argument("--write", action="store_true")
@@ -150,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"the {args.preset} preset needs --data-dir")
     if args.preset != "mnist" and not args.pairs:
         ap.error("only --pairs trains another preset than mnist")
+    if (args.preset == "mnist-ldm") != bool(args.latent):
+        ap.error("--latent AE_RUN goes with --preset mnist-ldm, which needs it")
     if args.pairs:
         return pairs(args, argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_threads_"))

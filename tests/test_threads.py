@@ -211,6 +211,7 @@ def test_procs_auto_picks_two_processes_only_where_they_were_measured_to_pay():
     for change, why in [({"native_bf16": True}, "native bf16"), ({"precision": "bf16"}, "emulated"),
                         ({"planned_threads": 0}, "--threads or OMP_NUM_THREADS"), ({"planned_threads": 1}, "2 cores"),
                         ({"idle": False}, "busy"), ({"batch_size": 63}, "63"), ({"preset": "digits"}, "measured"),
+                        ({"preset": "mnist-ldm"}, "measured"), ({"preset": "mnist-ae"}, "measured"),
                         ({"preset": None}, "measured")]:
         choice = auto_procs_on_cpu(**{**fast, **change})
         assert choice.procs == 1 and why in choice.reason, (change, choice)
@@ -220,7 +221,9 @@ def test_procs_auto_reads_the_cpu_the_precision_and_this_process_thread_plan(mon
     import diffusionlab.threads as threads
     import diffusionlab.training.precision as precision
     from diffusionlab.cli import build_parser, config_for_train
+    from diffusionlab.cli import launch
     from diffusionlab.cli.launch import resolve_procs
+    from diffusionlab.cli.train import config_for_autoencoder
     from diffusionlab.threads import ThreadPlan
 
     monkeypatch.delenv(precision.ENV, raising=False)
@@ -240,6 +243,13 @@ def test_procs_auto_reads_the_cpu_the_precision_and_this_process_thread_plan(mon
     assert resolve_procs("auto", cfg("--preset", "mnist", "--data-dir", str(tmp_path), "--mixed-precision",
                                      "bf16")).procs == 1
     assert resolve_procs("auto", cfg("--preset", "digits")).procs == 1
+    ae = config_for_autoencoder(build_parser().parse_args(  # the first stage reads the same table (measured 1.02x)
+        ["train-autoencoder", "--preset", "mnist-ae", "--data-dir", str(tmp_path), "--out", str(tmp_path / "ae")]))[0]
+    choice = resolve_procs("auto", ae)
+    assert choice.procs == 1 and "measured to pay only for the mnist, folder32" in choice.reason, choice
+    monkeypatch.setitem(launch.TWO_PROCESSES_PAY, "mnist-ae", "as if measured")
+    assert resolve_procs("auto", ae).procs == 2
+    monkeypatch.delitem(launch.TWO_PROCESSES_PAY, "mnist-ae")
     monkeypatch.setattr(threads, "_applied", ThreadPlan(1, "1 of 2 cores free", "busy", wanted=2))  # another job
     assert resolve_procs("auto", mnist).procs == 1
     monkeypatch.setattr(threads, "_applied", ThreadPlan(2, "OMP_NUM_THREADS"))  # chosen by the user

@@ -41,7 +41,9 @@ def procs_arg(s: str) -> int | str:
 # The presets whose training ran faster as 2 processes x 1 thread than as 1 process x 2 threads, in float32 on a CPU
 # without native bf16, and the evidence. A preset not listed keeps one process: digits measured a paired median of
 # 1.04x (0.98 to 1.14) with 3.4 s more start-up under torchrun (BENCHMARKS.md, "Processes against threads, paired
-# (`--procs auto`), digits on AVX2"), within the noise; the latent and baseline presets were not measured.
+# (`--procs auto`), digits on AVX2"), within the noise; mnist-ldm 0.84x (0.70 to 1.04; each process encodes the whole
+# training set first, about 100 s more) and its first stage mnist-ae 1.02x (0.93 to 1.09), both on AVX2. The baseline
+# presets (GAN, VAE, flow) are not measured and always train in one process here.
 TWO_PROCESSES_PAY: dict[str, str] = {
     "mnist": "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired')",
     # 3 pairs of 90 s: 1.07x, 1.11x, 1.29x; 2 processes start 21 s later, repaid after about 3 minutes of training
@@ -101,11 +103,12 @@ def resolve_procs(requested: int | str, cfg: Any = None, resume_from: Path | Non
         world = trained_with(resume_from)
         if world is not None and world <= usable_cores():
             return ProcsChoice(world, "the layout the run was trained in")
-    from ..training.config import RunConfig
+    from ..training.config import AutoencoderRunConfig, RunConfig
     from ..training.precision import cpu_bf16_flags, resolve_mixed_precision
 
     plan = applied_plan()
-    if not isinstance(cfg, RunConfig) or plan is None:  # another kind, or main(argv) called in-process: one process
+    # A baseline, or main(argv) called in-process: one process. Diffusion and its first stage read the table.
+    if not isinstance(cfg, RunConfig | AutoencoderRunConfig) or plan is None:
         return ProcsChoice(1, "one process on a CPU")
     native = bool(cpu_bf16_flags())
     precision = resolve_mixed_precision(cfg.train.mixed_precision, "cpu").mixed_precision
