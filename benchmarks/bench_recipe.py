@@ -68,8 +68,8 @@ ROWS["base16-lr2e-3"] = (["--base-channels", "16", "--lr", "2e-3", "--procs", "2
 # Narrower still: 12 base channels (12, 24, 24 per level; the 4 attention heads divide 24, and GroupNorm takes the
 # largest group count <= 32 that divides a width).
 ROWS["base12-procs2"] = (["--base-channels", "12", "--procs", "2"], "12 base channels in 2 processes x 1 thread")
-# The attention resolution at the best width so far (the preset attends at 7x7 only): none, or 14x14 and 7x7 (a step
-# costs 0.93-1.02x and 1.29-1.46x the 7x7 one, bench_widths).
+# The attention resolution at the best width so far (the preset attends at 7x7 only): none, or 14x14 and 7x7 (at 32
+# channels a step costs 0.93-1.02x and 1.29-1.46x the 7x7 one, bench_widths; at 16, 0.90x and 1.7x in these rows).
 ROWS["base16-noattn-procs2"] = (["--base-channels", "16", "--attention-resolutions", "", "--procs", "2"],
                                 "16 base channels, no attention, in 2 processes x 1 thread")
 ROWS["base16-attn14-procs2"] = (["--base-channels", "16", "--attention-resolutions", "14,7", "--procs", "2"],
