@@ -28,11 +28,14 @@ from report import cli, machine, publish, score_row, train_each  # noqa: E402
 
 HEADING = "## The mnist recipe at an equal budget (issue 18)"
 AT_STEP_HEADING = "## The mnist recipe at an equal step count ({at} steps, issue 18)"
+# Every row was measured on the preset's 32 base channels; issue 18 moved the preset to 16 (the row base16), so the
+# rows pin 32 to reproduce (a row's own --base-channels comes later on the command line and wins).
+PINNED = ["--base-channels", "32"]
 ROWS: dict[str, tuple[list[str], str]] = {
     # --procs 1: one process, as before `--procs auto` chose 2 for this preset in float32 without native bf16
     "preset-fp32": (["--mixed-precision", "no", "--weighting", "none", "--procs", "1"],
                     "the preset before issue 18 (float32)"),
-    "preset": (["--procs", "1"], "the preset now, one process (precision auto, Min-SNR-5)"),
+    "preset": (["--procs", "1"], "the 32-channel preset, one process (precision auto, Min-SNR-5)"),
     "preset-bf16": (["--mixed-precision", "bf16", "--weighting", "none"], "bf16 autocast (what auto picks on this CPU)"),
     "min-snr": (["--mixed-precision", "bf16", "--weighting", "min_snr"], "bf16 + Min-SNR-5 weighting"),
     "lr2e-3": (["--mixed-precision", "bf16", "--lr", "2e-3"], "bf16 + lr 2e-3"),
@@ -49,12 +52,12 @@ ROWS: dict[str, tuple[list[str], str]] = {
 }
 ROWS["cosine"] = (["--mixed-precision", "bf16", "--weighting", "min_snr", "--lr-schedule", "cosine"],
                   "bf16 + Min-SNR-5 + cosine decay of the lr over the 20 minutes")
-ROWS["batch32"] = (["--batch-size", "32", "--procs", "1"], "the preset now at batch 32 (twice the steps, same lr)")
+ROWS["batch32"] = (["--batch-size", "32", "--procs", "1"], "the 32-channel preset at batch 32 (twice the steps, same lr)")
 # Width against depth (benchmarks/bench_widths.py gives each network's cost per step): a narrower network sees more
 # images in the budget; at 24 channels with two blocks per level a step costs about what the preset's does.
-ROWS["base24"] = (["--base-channels", "24", "--procs", "1"], "the preset now, 24 base channels (a step costs 0.65x)")
+ROWS["base24"] = (["--base-channels", "24", "--procs", "1"], "24 base channels (a step costs 0.65x the 32-channel one)")
 ROWS["base24-blocks2"] = (["--base-channels", "24", "--num-res-blocks", "2", "--procs", "1"],
-                          "the preset now, 24 base channels, 2 blocks per level (narrower, deeper)")
+                          "24 base channels, 2 blocks per level (narrower, deeper)")
 # 2 data-parallel processes x 1 thread: what `--procs auto` picks for this preset on a CPU without native bf16.
 ROWS["procs2"] = (["--procs", "2"], "the preset in 2 processes x 1 thread (auto's choice without native bf16)")
 # The two levers together, and a narrower network still (16 base channels: a step costs 0.35-0.36x the preset's).
@@ -74,6 +77,8 @@ ROWS["base16-noattn-procs2"] = (["--base-channels", "16", "--attention-resolutio
                                 "16 base channels, no attention, in 2 processes x 1 thread")
 ROWS["base16-attn14-procs2"] = (["--base-channels", "16", "--attention-resolutions", "14,7", "--procs", "2"],
                                 "16 base channels, attention at 14 and 7, in 2 processes x 1 thread")
+# The narrow networks on a CPU with native bf16, where `--procs auto` trains in one process with 2 threads.
+ROWS["base16"] = (["--base-channels", "16", "--procs", "1"], "16 base channels, one process (the preset since issue 18)")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 
@@ -81,7 +86,7 @@ SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 def train(args: argparse.Namespace) -> None:
     """Train each row for --minutes, one after the other (never two at once)."""
     train_each(Path(args.root), args.rows,
-               lambda name: ["--preset", "mnist", "--data-dir", args.data_dir, *ROWS[name][0]], args.minutes)
+               lambda name: ["--preset", "mnist", "--data-dir", args.data_dir, *PINNED, *ROWS[name][0]], args.minutes)
 
 
 def summary(run: Path) -> dict:
@@ -128,8 +133,8 @@ def report(args: argparse.Namespace) -> None:
     body = "\n".join([
         f"- Machine: {machine()}; CPU flags: {' '.join(_flags())}",
         f"- Command: {cmd}",
-        f"- Each row: `diffusionlab train --preset mnist --minutes {args.minutes:g}` plus its flags, seed 0 unless it "
-        f"says otherwise, trained alone one after the other; scored {what}with `evaluate --fid` on "
+        f"- Each row: `diffusionlab train --preset mnist --minutes {args.minutes:g} {' '.join(PINNED)}` plus its flags, "
+        f"seed 0 unless it says otherwise, trained alone one after the other; scored {what}with `evaluate --fid` on "
         f"{args.n} samples (EMA weights, seed 0, domain extractor, k = 3)"
         + (f"; real-data floor FID {floor:.2f}" if floor is not None else ""),
         "",

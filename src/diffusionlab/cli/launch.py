@@ -43,7 +43,9 @@ def procs_arg(s: str) -> int | str:
 # 1.04x (0.98 to 1.14) with 3.4 s more start-up under torchrun (BENCHMARKS.md, "Processes against threads, paired
 # (`--procs auto`), digits on AVX2"), within the noise; mnist-ldm 0.84x (0.70 to 1.04; each process encodes the whole
 # training set first, about 100 s more) and its first stage mnist-ae 1.02x (0.93 to 1.09), both on AVX2. The baseline
-# presets (GAN, VAE, flow) are not measured and always train in one process here.
+# presets (GAN, VAE, flow) are not measured and always train in one process here. mnist's 1.15x was paired at the 32
+# base channels it had then; its 16 channels since issue 18 were measured only in 2 processes on AVX2 (3.17 it/s,
+# the row base16-procs2 of "The mnist recipe at an equal budget: an AVX2-only CPU"), not paired against one.
 TWO_PROCESSES_PAY: dict[str, str] = {
     "mnist": "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired')",
     # 3 pairs of 90 s: 1.07x, 1.11x, 1.29x; 2 processes start 21 s later, repaid after about 3 minutes of training

@@ -23,27 +23,47 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "sample_every": 500, "checkpoint_every": 500, "log_every": 50, "mixed_precision": "no"},
         "sample": {"sampler": "ddim", "steps": 50, "n": 100},
     },
-    "mnist": {
-        # A CPU recipe: 1.1M-parameter UNet, measured at ~0.4 s/step (batch 64, 2 cores); 3000 steps ~ 20 min.
-        "data": {"source": "mnist", "split": "train"},
-        "model": {"base_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1, "attention_resolutions": [7],
-                  "dropout": 0.0, "num_heads": 4},
-        # Improved DDPM (Nichol & Dhariwal 2021): learned variance with the hybrid loss, so strided
-        # ancestral sampling works with few steps and the NLL bound is tighter (BENCHMARKS.md, "Table 2").
-        # v prediction (Salimans & Ho 2022), not eps: at 1500 steps the eps-model's x0_hat = x~ - sigma~ eps_hat is
-        # wrong at high noise (MSE 1.35 at sigma~ = 100 against 0.26), which ruins the deterministic samplers: FID at
-        # 10 NFE (DPM-Solver++) 24 with v against 476 with eps (BENCHMARKS.md, "Preset: mnist, eps against v").
-        # Min-SNR-5 weighting (Hang et al. 2023), chosen by measurement (BENCHMARKS.md, "The mnist recipe at an equal
-        # budget", issue 18): at 20 minutes on 2 cores with avx512_bf16, this recipe in bf16 (what auto picks there)
-        # reached FID 6.97 with DDIM-50 against 13.38 for the float32 preset without it (2,000 samples); at 5 minutes
-        # and equal precision it lowered FID from 22.3 to 18.7. On an AVX2-only CPU (float32 from auto, 20 minutes,
-        # ~1,450 steps either way) it alone lowered FID with DDIM-50 from 18.55 to 13.95.
-        "process": {"method": "ddpm", "schedule": "cosine", "T": 1000, "prediction": "v", "variance": "learned",
-                    "loss": "hybrid", "weighting": "min_snr"},
-        "train": {"batch_size": 64, "steps": 3000, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.999,
-                  "sample_every": 1000, "checkpoint_every": 500, "log_every": 50},
-        "sample": {"sampler": "ddim", "steps": 50, "n": 100},
-    },
+}
+
+# The mnist recipe at 32 base channels, 3,000 steps and DDIM-50: the presets derived from it below (folder32, the
+# upsamplers, mnist14 and the families) were measured with this network and keep it.
+_MNIST_32: dict[str, Any] = {
+    # A CPU recipe: 1.1M-parameter UNet, measured at ~0.4 s/step (batch 64, 2 cores); 3000 steps ~ 20 min.
+    "data": {"source": "mnist", "split": "train"},
+    "model": {"base_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1, "attention_resolutions": [7],
+              "dropout": 0.0, "num_heads": 4},
+    # Improved DDPM (Nichol & Dhariwal 2021): learned variance with the hybrid loss, so strided
+    # ancestral sampling works with few steps and the NLL bound is tighter (BENCHMARKS.md, "Table 2").
+    # v prediction (Salimans & Ho 2022), not eps: at 1500 steps the eps-model's x0_hat = x~ - sigma~ eps_hat is
+    # wrong at high noise (MSE 1.35 at sigma~ = 100 against 0.26), which ruins the deterministic samplers: FID at
+    # 10 NFE (DPM-Solver++) 24 with v against 476 with eps (BENCHMARKS.md, "Preset: mnist, eps against v").
+    # Min-SNR-5 weighting (Hang et al. 2023), chosen by measurement (BENCHMARKS.md, "The mnist recipe at an equal
+    # budget", issue 18): at 20 minutes on 2 cores with avx512_bf16, this recipe in bf16 (what auto picks there)
+    # reached FID 6.97 with DDIM-50 against 13.38 for the float32 preset without it (2,000 samples); at 5 minutes
+    # and equal precision it lowered FID from 22.3 to 18.7. On an AVX2-only CPU (float32 from auto, 20 minutes,
+    # ~1,450 steps either way) it alone lowered FID with DDIM-50 from 18.55 to 13.95.
+    "process": {"method": "ddpm", "schedule": "cosine", "T": 1000, "prediction": "v", "variance": "learned",
+                "loss": "hybrid", "weighting": "min_snr"},
+    "train": {"batch_size": 64, "steps": 3000, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.999,
+              "sample_every": 1000, "checkpoint_every": 500, "log_every": 50},
+    "sample": {"sampler": "ddim", "steps": 50, "n": 100},
+}
+# The mnist preset (issue 18): the recipe above at 16 base channels (0.28M parameters; a step costs 0.36x on AVX2 in
+# float32, 0.49x in bf16) and 7,000 steps (about 20 minutes in bf16 on 2 cores with avx512_bf16). Chosen by
+# measurement at an equal 20-minute budget (BENCHMARKS.md, "The mnist recipe at an equal budget: narrow networks
+# with native bf16" and "...: an AVX2-only CPU"; 2,000 samples, domain extractor, floor 0.77-0.84), FID with
+# DPM-Solver++(2M) at 10 steps / DDIM-50:
+# - bf16 (avx512_bf16): 5.88 / 7.87 in 7,083 steps, against 9.35 / 7.07 at 32 channels (3,511 steps), 8.45 / 7.45
+#   at 24 (4,620 steps) and 10.72 / 15.27 for the float32 preset before issue 18 (1,953 steps); with DPM-Solver++ at
+#   20 steps 16 and 32 channels are level (6.86 / 6.84);
+# - float32 on AVX2 (2 processes from --procs auto): 8.70 / 10.15 and 9.91 / 13.53 for training seeds 0 and 1,
+#   against 10.11 / 12.70 at 32 channels.
+# The narrower network gains with the 10-step solver on both CPU kinds and is level with DDIM-50 within the seed noise
+# (1-2 FID). The grids keep DDIM-50, the DDPM family's default sampler; README recommends DPM-Solver++ at 10 steps.
+PRESETS["mnist"] = {
+    **_MNIST_32,
+    "model": {**_MNIST_32["model"], "base_channels": 16},
+    "train": {**_MNIST_32["train"], "steps": 7000},
 }
 
 # A user's own folder of RGB images at 32x32 (train --preset folder32 --data-dir DIR): the mnist recipe with four
@@ -53,10 +73,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 # faster than the same network with three levels (2.12 it/s: its middle block and attention then run at 8x8) and better
 # at an equal 5 minutes (bound 4.96 against 5.02 bits/dim); 64 base channels ran at 0.91 it/s, 2 blocks per level 1.51.
 PRESETS["folder32"] = {
-    **PRESETS["mnist"],
+    **_MNIST_32,
     "data": {"source": "folder", "split": "all", "image_size": 32, "channels": 3, "hflip": True},
-    "model": {**PRESETS["mnist"]["model"], "channel_mult": [1, 2, 2, 2], "attention_resolutions": [8]},
-    "sample": {**PRESETS["mnist"]["sample"], "n": 64},
+    "model": {**_MNIST_32["model"], "channel_mult": [1, 2, 2, 2], "attention_resolutions": [8]},
+    "sample": {**_MNIST_32["sample"], "n": 64},
 }
 
 # The image shape (C, H, W) each data preset's network and budget were sized for; training warns when the data is
@@ -96,9 +116,10 @@ FAMILY_PROCESSES: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {"flow": {}, "vpsde": {}, "vesde": {"sigma_max": 10.0}, "ncsn": {"sigma_max": 10.0, "num_levels": 22}},
     "mnist": {"flow": {}, "vpsde": {}, "vesde": {}, "ncsn": {}},
 }
+_FAMILY_RECIPES = {"digits": PRESETS["digits"], "mnist": _MNIST_32}  # the recipes the families were measured with
 for _data, _families in FAMILY_PROCESSES.items():
     for _method, _settings in _families.items():
-        PRESETS[f"{_data}-{_method}"] = {**PRESETS[_data], "process": {"method": _method, **_settings}}
+        PRESETS[f"{_data}-{_method}"] = {**_FAMILY_RECIPES[_data], "process": {"method": _method, **_settings}}
 
 
 
@@ -166,11 +187,11 @@ PRESETS["mnist-text"] = {
 # (resized as superres.degrade resizes, so the base draws what the x2 upsampler was trained to take).
 _SUPERRES = {"kind": "superres", "aug_max": 0.2, "aug_level": 0.1}
 # These were measured before the mnist recipe took Min-SNR weighting (issue 18), so they keep the unweighted loss.
-_MNIST_MEASURED = {**PRESETS["mnist"], "process": {**PRESETS["mnist"]["process"], "weighting": "none"}}
+_MNIST_MEASURED = {**_MNIST_32, "process": {**_MNIST_32["process"], "weighting": "none"}}
 PRESETS["mnist-sr2"] = {**_MNIST_MEASURED, "task": {**_SUPERRES, "factor": 2}}
 PRESETS["mnist-sr4"] = {**_MNIST_MEASURED, "task": {**_SUPERRES, "factor": 4}}
 PRESETS["mnist14"] = {**_MNIST_MEASURED, "data": {"source": "mnist", "split": "train", "image_size": 14},
-                      "model": {**PRESETS["mnist"]["model"], "channel_mult": [1, 2], "attention_resolutions": [7]}}
+                      "model": {**_MNIST_32["model"], "channel_mult": [1, 2], "attention_resolutions": [7]}}
 PRESETS["mnist-sr2-ldm"] = {**PRESETS["mnist-ldm"], "task": {**_SUPERRES, "factor": 2}}
 PRESETS["digits-sr"] = {**PRESETS["digits"], "data": {"source": "digits", "split": "train"},
                         "task": {**_SUPERRES, "factor": 2}}
