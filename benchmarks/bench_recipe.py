@@ -59,8 +59,10 @@ ROWS["base24"] = (["--base-channels", "24", "--procs", "1"], "24 base channels (
 ROWS["base24-blocks2"] = (["--base-channels", "24", "--num-res-blocks", "2", "--procs", "1"],
                           "24 base channels, 2 blocks per level (narrower, deeper)")
 # 2 data-parallel processes x 1 thread: what `--procs auto` picks for this preset on a CPU without native bf16.
-ROWS["procs2"] = (["--procs", "2"], "the 32-channel preset in 2 processes x 1 thread (auto's choice without native bf16)")
-# The two levers together, and a narrower network still (16 base channels: a step costs 0.35-0.36x the 32-channel one's).
+ROWS["procs2"] = (["--procs", "2"],
+                  "the 32-channel preset in 2 processes x 1 thread (auto's choice without native bf16)")
+# The two levers together, and a narrower network still (16 base channels: a step costs 0.35-0.36x the 32-channel
+# one's).
 ROWS["base24-procs2"] = (["--base-channels", "24", "--procs", "2"], "24 base channels in 2 processes x 1 thread")
 ROWS["base16-procs2"] = (["--base-channels", "16", "--procs", "2"], "16 base channels in 2 processes x 1 thread")
 ROWS["base16-seed1"] = (["--base-channels", "16", "--procs", "2", "--seed", "1"],
