@@ -81,6 +81,8 @@ ROWS["base16-attn14-procs2"] = (["--base-channels", "16", "--attention-resolutio
                                 "16 base channels, attention at 14 and 7, in 2 processes x 1 thread")
 # The narrow networks on a CPU with native bf16, where `--procs auto` trains in one process with 2 threads.
 ROWS["base16"] = (["--base-channels", "16", "--procs", "1"], "16 base channels, one process (the preset since issue 18)")
+ROWS["base16-procs1-seed1"] = (["--base-channels", "16", "--procs", "1", "--seed", "1"],
+                              "16 base channels, one process, training seed 1")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 

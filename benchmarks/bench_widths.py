@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import MNIST_PRESET, make_train_step, training_inputs  # noqa: E402
+from bench_unet import MNIST_32, make_train_step, training_inputs  # noqa: E402
 from report import dated_cpu_line, on_this_cpu, publish, section  # noqa: E402
 
 from diffusionlab.models import UNet, count_parameters  # noqa: E402
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     bf16 = bool(cpu_bf16_flags())  # what --mixed-precision auto picks on a CPU
     torch.set_num_threads(args.threads)
-    x, t, target = training_inputs(MNIST_PRESET, args.batch)
+    x, t, target = training_inputs(MNIST_32, args.batch)
     steps, info = {}, {}
     for name, (change, _) in VARIANTS.items():
-        net = UNet(replace(MNIST_PRESET, **change))
+        net = UNet(replace(MNIST_32, **change))
         steps[name] = make_train_step(net, x, t, target, bf16)
         steps[name]()  # warm-up (oneDNN primitive creation)
         with FlopCounterMode(display=False) as counter:

@@ -66,7 +66,8 @@ class Run:
                progress: bool = False, on_step: Callable[[Frame], None] | None = None) -> Tensor:
         """n images as uint8 (N, C, H, W). `classes`: a class, "all" (0, 1, 2, ... in turn) or one per image;
         `prompt`: a caption or one per image (cycled) for a text run; `guidance_scale` S: classifier-free guidance
-        (1 plain conditional, 0 unconditional). The sampler and step count default to the family's own. `on_step`
+        (1 plain conditional, 0 unconditional). The sampler and step count default to the run's recommended ones
+        (a preset's measured choice), else the family's own. `on_step`
         sees every step of the first batch (`sampling.Frame`: x_t and the x0 prediction); raising in it stops."""
         from .data import from_model_range
 
@@ -80,10 +81,9 @@ class Run:
             self.last_nfe = 1
             return self.loaded.sample(n, seed, y, batch_size, progress=progress)
         from .sampling import SamplerOptions, generate
-        from .sampling.spec import sampler_and_steps
 
         run = self.loaded
-        sampler, steps = sampler_and_steps(run.process, sampler, steps)
+        sampler, steps = run.sampler_and_steps(sampler, steps)
         with torch.no_grad():
             res = generate(self._guided(y, guidance_scale), run.process, run.model_shape, n, sampler, steps,
                            options=SamplerOptions(eta=eta), seed=seed, y=y, codec=run.codec, batch_size=batch_size,
@@ -131,7 +131,6 @@ class Run:
         """inpaint / edit: the checks of the commands, then sampling.conditioned's batch loop."""
         from .data import from_model_range, to_model_range
         from .sampling.conditioned import inpaint_or_edit
-        from .sampling.spec import sampler_and_steps
 
         what = "inpainting" if mask is not None else "SDEdit"
         if self.baseline or self.loaded.codec.kind != "pixel":
@@ -148,7 +147,7 @@ class Run:
             raise ConfigError(f"images must be uint8 (N, {', '.join(map(str, self.image_shape))}); got "
                               f"{images.dtype} {tuple(images.shape)}")
         run = self.loaded
-        sampler, steps = sampler_and_steps(run.process, sampler, steps)
+        sampler, steps = run.sampler_and_steps(sampler, steps)
         if mask is not None and jump > steps:
             raise ConfigError(f"jump {jump} is more than the {steps} steps of the chain")
         total = len(images) * n

@@ -185,6 +185,14 @@ class LoadedRun:
         """(C, H, W) of the images this run generates (after decoding)."""
         return self.codec.image_shape(self.model_shape)
 
+    def sampler_and_steps(self, sampler: str | None = None, steps: int | None = None,
+                          sigma_spacing: str | None = None) -> tuple[str, int]:
+        """The sampler and step count asked for, else the run's recommended ones (config sample.recommended_*), else
+        the family's defaults; one-line errors for counts the sampler cannot use."""
+        from .sampling.spec import sampler_and_steps
+
+        return sampler_and_steps(self.process, sampler, steps, sigma_spacing, self.config.sample.recommended())
+
     @property
     def superres(self) -> SuperResolution | None:
         """The super-resolution task of an upsampler (None for a model that draws from noise)."""

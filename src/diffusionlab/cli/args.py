@@ -155,13 +155,13 @@ def sampler_options(args: argparse.Namespace) -> Any:
                           corrector_steps=args.corrector_steps, langevin_eps=args.langevin_eps, rtol=args.rtol)
 
 
-def sampler_and_steps(args: argparse.Namespace, process: Any) -> tuple[str, int]:
-    """The sampler and step count asked for, with the family's defaults; a step (or corrector step) count that the
-    sampler cannot use or that is absurd for any sampler is a one-line error, before any work."""
+def sampler_and_steps(args: argparse.Namespace, run: Any) -> tuple[str, int]:
+    """The sampler and step count asked for, else the run's recommended ones, else the family's defaults
+    (`LoadedRun.sampler_and_steps`); a step (or corrector step) count that the sampler cannot use or that is absurd
+    for any sampler is a one-line error, before any work."""
     from ..sampling import SamplerOptions, sampler_spec
-    from ..sampling.spec import sampler_and_steps as checked
 
-    sampler, steps = checked(process, args.sampler, args.steps, getattr(args, "sigma_spacing", None))
+    sampler, steps = run.sampler_and_steps(args.sampler, args.steps, getattr(args, "sigma_spacing", None))
     spec = sampler_spec(sampler)
     corrector = getattr(args, "corrector_steps", None)
     if corrector is not None:

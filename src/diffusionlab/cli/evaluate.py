@@ -130,7 +130,7 @@ def evaluate_upsampler(args: argparse.Namespace, run: Any, target: Path, options
     if args.json:
         check_output_file(Path(args.json), "--json", args.overwrite, make_parents=True)
     level = aug_level(args, run)
-    sampler, steps = sampler_and_steps(args, run.process)
+    sampler, steps = sampler_and_steps(args, run)
     check_sampling_memory(args.n, run)
     data = run.config.data if args.data_dir is None else dataclasses.replace(run.config.data, data_dir=args.data_dir)
     train, test = load_split(data, "train"), load_split(data, args.split)
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                 and args.nll_steps > run.process.T:
             raise ConfigError(f"--nll-steps {args.nll_steps} is more than the model's T = {run.process.T}")
         if args.fid and fake is None:
-            sampler, steps = sampler_and_steps(args, run.process)
+            sampler, steps = sampler_and_steps(args, run)
             check_sampling_memory(args.n, run)
             model, y, condition = evaluation_condition(run, args, data_cfg)
     if (run is None or not args.fid or fake is not None) and (args.class_id is not None or args.prompt

@@ -85,7 +85,7 @@ def load_for_sampling(args: argparse.Namespace) -> tuple[LoadedRun, int]:
         raise ConfigError(f"--eta must be in [0, 1], got {args.eta}")
     run = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema,
                    mixed_precision=getattr(args, "mixed_precision", "auto"))
-    return run, sampler_and_steps(args, run.process)[1]
+    return run, sampler_and_steps(args, run)[1]
 
 
 def guided_model(run: LoadedRun, args: argparse.Namespace, n: int,

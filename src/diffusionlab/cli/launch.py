@@ -1,13 +1,13 @@
 """`train --procs N`: data-parallel training on one machine, by running the same command under torchrun.
 
 `--procs auto` (the default) is one process per GPU on a CUDA machine. On a CPU it is one process, except where two
-processes x 1 thread were measured to train faster than one process x 2 threads (`auto_procs_on_cpu`): the `mnist`
-and `folder32` presets in float32 on a CPU without native bf16, 1.15x and 1.11x in paired runs on an AVX2-only CPU
-(BENCHMARKS.md, "Processes against threads, paired (`--procs auto`)" on AVX2, and its folder32 section). On an
-avx512_bf16 CPU, in bf16, one process was faster (3.33 against 3.44 it/s, "Threads, processes and a shared CPU on
-AVX512"): every step all-reduces the gradients through gloo while one process already keeps every core busy. The
-processes split one global batch, which the data stream draws by step (training/loop.py), so the layout changes the
-arithmetic's rounding, not the recipe.
+processes x 1 thread were measured to train faster than one process x 2 threads (`PROCS_MEASURED`, read by
+`auto_procs_on_cpu`): a preset, at the network width it was measured with, on the kind of CPU and in the precision of
+the measurement. The gain depends on all three: at 32 base channels the `mnist` preset trained 1.15x faster in two
+processes in float32 on an AVX2-only CPU, but 3% slower in bf16 on an avx512_bf16 CPU, where one process already
+keeps both cores busy; at 16 base channels, in bf16, two processes were 1.14x faster (BENCHMARKS.md, "Processes against
+threads, paired (`--procs auto`)", on AVX2 and on AVX512). The processes split one global batch, which the data
+stream draws by step (training/loop.py), so the layout changes the arithmetic's rounding, not the recipe.
 """
 
 from __future__ import annotations
@@ -38,19 +38,27 @@ def procs_arg(s: str) -> int | str:
     return value
 
 
-# The presets whose training ran faster as 2 processes x 1 thread than as 1 process x 2 threads, in float32 on a CPU
-# without native bf16, and the evidence. A preset not listed keeps one process: digits measured a paired median of
-# 1.04x (0.98 to 1.14) with 3.4 s more start-up under torchrun (BENCHMARKS.md, "Processes against threads, paired
-# (`--procs auto`), digits on AVX2"), within the noise; mnist-ldm 0.84x (0.70 to 1.04; each process encodes the whole
-# training set first, about 100 s more) and its first stage mnist-ae 1.02x (0.93 to 1.09), both on AVX2. The baseline
-# presets (GAN, VAE, flow) are not measured and always train in one process here. mnist's 1.15x was paired at the 32
-# base channels it had then; its 16 channels since issue 18 were measured only in 2 processes on AVX2 (3.17 it/s,
-# the row base16-procs2 of "The mnist recipe at an equal budget: an AVX2-only CPU"), not paired against one.
-TWO_PROCESSES_PAY: dict[str, str] = {
-    "mnist": "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired')",
+# Where 2 processes x 1 thread were measured against 1 process x 2 threads on 2 cores: (preset, base channels, how
+# the CPU runs the network) -> (the faster process count, the evidence). "float32" means float32 on a CPU without
+# native bf16 (AVX2), "bf16" bf16 autocast on a CPU with native bf16 (avx512_bf16 or AMX). A setting not listed trains
+# in one process: digits measured a paired median of 1.04x (0.98 to 1.14) with 3.4 s more start-up under torchrun,
+# within the noise; mnist-ldm 0.84x (each process encodes the whole training set first, about 100 s more) and its
+# first stage mnist-ae 1.02x, all on AVX2 ("Processes against threads, paired (`--procs auto`), digits / mnist-ldm /
+# mnist-ae on AVX2"). The baseline presets (GAN, VAE, flow) are not measured.
+PROCS_MEASURED: dict[tuple[str, int, str], tuple[int, str]] = {
+    ("mnist", 32, "float32"): (2, "paired median 1.15x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against "
+                                  "threads, paired (`--procs auto`) on AVX2')"),
+    # The preset's width since issue 18. On AVX2 its rows trained in 2 processes (3.17 it/s, "The mnist recipe at an
+    # equal budget: an AVX2-only CPU") but were not paired against one: the 32-channel pairing stands in for it.
+    ("mnist", 16, "float32"): (2, "paired 1.15x at 32 channels on an AVX2-only CPU; at 16 channels trained in 2 "
+                                  "processes there, not paired"),
+    ("mnist", 32, "bf16"): (1, "one process was faster with native bf16 (3.44 against 3.33 it/s, BENCHMARKS.md, "
+                               "'Threads, processes and a shared CPU on AVX512')"),
+    ("mnist", 16, "bf16"): (2, "paired median 1.14x with native bf16 (BENCHMARKS.md, 'Processes against threads, "
+                               "paired (`--procs auto`) on AVX512')"),
     # 3 pairs of 90 s: 1.07x, 1.11x, 1.29x; 2 processes start 21 s later, repaid after about 3 minutes of training
-    "folder32": "paired median 1.11x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against threads, paired "
-                "(`--procs auto`), folder32')",
+    ("folder32", 32, "float32"): (2, "paired median 1.11x on an AVX2-only CPU (BENCHMARKS.md, 'Processes against "
+                                     "threads, paired (`--procs auto`), folder32')"),
 }
 
 
@@ -62,25 +70,30 @@ class ProcsChoice:
     reason: str
 
 
-def auto_procs_on_cpu(preset: str | None, batch_size: int, precision: str, native_bf16: bool, planned_threads: int,
-                      idle: bool) -> ProcsChoice:
-    """`--procs auto` on a CPU: 2 processes x 1 thread where that was measured faster (TWO_PROCESSES_PAY), else 1.
+def auto_procs_on_cpu(preset: str | None, base_channels: int | None, batch_size: int, precision: str,
+                      native_bf16: bool, planned_threads: int, idle: bool) -> ProcsChoice:
+    """`--procs auto` on a CPU: 2 processes x 1 thread where that was measured faster (PROCS_MEASURED), else 1.
 
     `precision` is what the run trains in ("no" = float32); `planned_threads` is the team this process planned for
     an idle machine (0 when --threads or OMP_NUM_THREADS chose it); `idle` says no other process keeps a core busy
     (beside another job one process with the thread watch adapts, two processes cannot: threads.py)."""
-    if preset not in TWO_PROCESSES_PAY:
-        return ProcsChoice(1, "one process on a CPU (2 processes were measured to pay only for the "
-                              f"{', '.join(TWO_PROCESSES_PAY)} preset)")
-    why_not = ("this CPU has native bf16 (there one process was faster)" if native_bf16 else
-               "the run trains in bf16, emulated here" if precision != "no" else
-               "the thread count was chosen (--threads or OMP_NUM_THREADS)" if planned_threads == 0 else
+    cpu = ("bf16" if native_bf16 and precision == "bf16" else
+           "float32" if not native_bf16 and precision == "no" else None)
+    if cpu is None:
+        return ProcsChoice(1, "one process: " + ("the run trains in bf16, emulated here" if precision != "no" else
+                                                 "float32 on a CPU with native bf16 was not measured"))
+    measured = PROCS_MEASURED.get((preset or "", base_channels or 0, cpu))
+    if measured is None:
+        faster = sorted({f"{p} ({c} channels, {k})" for (p, c, k), (n, _) in PROCS_MEASURED.items() if n == 2})
+        return ProcsChoice(1, f"one process on a CPU (2 processes were measured to pay only for {', '.join(faster)})")
+    procs, evidence = measured
+    why_not = ("the thread count was chosen (--threads or OMP_NUM_THREADS)" if planned_threads == 0 else
                "fewer than 2 cores" if planned_threads < 2 else
                "other processes keep a core busy" if not idle else
                f"the batch of {batch_size} does not split in two" if batch_size % 2 else None)
-    if why_not:
-        return ProcsChoice(1, f"one process: {why_not}")
-    return ProcsChoice(2, f"the {preset} preset in float32 without native bf16: {TWO_PROCESSES_PAY[preset]}")
+    if procs == 1 or why_not:
+        return ProcsChoice(1, f"one process: {why_not or evidence}")
+    return ProcsChoice(2, f"the {preset} preset at {base_channels} base channels in {cpu}: {evidence}")
 
 
 def trained_with(run_dir: Path) -> int | None:
@@ -114,8 +127,8 @@ def resolve_procs(requested: int | str, cfg: Any = None, resume_from: Path | Non
         return ProcsChoice(1, "one process on a CPU")
     native = bool(cpu_bf16_flags())
     precision = resolve_mixed_precision(cfg.train.mixed_precision, "cpu").mixed_precision
-    return auto_procs_on_cpu(cfg.preset, cfg.train.batch_size, precision, native, plan.wanted or 0,
-                             plan.wanted is not None and plan.threads == plan.wanted)
+    return auto_procs_on_cpu(cfg.preset, cfg.model.get("base_channels"), cfg.train.batch_size, precision, native,
+                             plan.wanted or 0, plan.wanted is not None and plan.threads == plan.wanted)
 
 
 def under_launcher() -> bool:
@@ -150,5 +163,5 @@ def relaunch(procs: int, argv: Sequence[str], threads: int | None, reason: str =
                           cwd=Path.cwd()).returncode
 
 
-__all__ = ["MAX_PROCS", "TWO_PROCESSES_PAY", "ProcsChoice", "auto_procs_on_cpu", "procs_arg", "relaunch",
+__all__ = ["MAX_PROCS", "PROCS_MEASURED", "ProcsChoice", "auto_procs_on_cpu", "procs_arg", "relaunch",
            "resolve_procs", "trained_with", "under_launcher", "without_procs"]

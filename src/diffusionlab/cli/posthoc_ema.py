@@ -89,9 +89,7 @@ def _check_sampler(run_dir: Path, checkpoint: Path, args: argparse.Namespace) ->
 
     r = load_run(run_dir, checkpoint, mixed_precision=args.mixed_precision)
     if not r.baseline:
-        from ..sampling.spec import sampler_and_steps
-
-        sampler_and_steps(r.loaded.process, args.sampler, args.steps, None)
+        r.loaded.sampler_and_steps(args.sampler, args.steps)
 
 
 def _score(run_dir: Path, step: int, checkpoint: Path, rows: list, args: argparse.Namespace) -> None:

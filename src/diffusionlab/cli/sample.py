@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         npz_out(Path(args.out), args.overwrite, companions)
     run_ = load_run(Path(args.run_dir), Path(args.checkpoint) if args.checkpoint else None, use_ema=not args.no_ema,
                    mixed_precision=getattr(args, "mixed_precision", "auto"))
-    sampler, steps = sampler_and_steps(args, run_.process)
+    sampler, steps = sampler_and_steps(args, run_)
     stage = cascade_stage(run_, args)  # the upsampler of a cascade, checked before any work
     check_sampling_memory(args.n, run_)
     denoiser, y, tag = guided_model(run_, args, args.n)

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     up = load_upsampler(args.run_dir, args)
     level = aug_level(args, up)
     lowres = load_images(args.images, up.lowres_shape, role="this upsampler takes")  # type: ignore[arg-type]
-    sampler, steps = sampler_and_steps(args, up.process)
+    sampler, steps = sampler_and_steps(args, up)
     check_sampling_memory(len(lowres), up, "--images with")
     out = npz_out(Path(args.out) if args.out else
                   Path(args.run_dir) / "samples" / f"upsample-{sampler}-{steps}-seed{args.seed}.npz", args.overwrite)
@@ -153,7 +153,7 @@ def cascade_stage(base: LoadedRun, args: argparse.Namespace) -> tuple[LoadedRun,
         raise ConfigError(f"the base run draws {'x'.join(map(str, base.image_shape))} images and the upsampler "
                           f"{args.then} takes {'x'.join(map(str, up.lowres_shape))} (CxHxW)")  # type: ignore[arg-type]
     stage = argparse.Namespace(**{**vars(args), "sampler": args.then_sampler, "steps": args.then_steps})
-    sampler, steps = sampler_and_steps(stage, up.process)
+    sampler, steps = sampler_and_steps(stage, up)
     return up, sampler, steps, aug_level(args, up)
 
 

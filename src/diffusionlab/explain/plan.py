@@ -143,7 +143,7 @@ def _progressive_sampler(run: Run, o: ExplainOptions, plan: Plan) -> None:
         return
     if o.sampler is None:
         plan.progressive_sampler, plan.progressive_steps = sampler_and_steps(run.loaded.process, "euler", o.steps)
-        note = (f"The family's default sampler {plan.sampler} integrates x_t in the path's time and reports no x0_hat; "
+        note = (f"The run's default sampler {plan.sampler} integrates x_t in the path's time and reports no x0_hat; "
                 "this figure is drawn with euler, the same probability-flow ODE in sigma space (Karras et al. 2022). "
                 "--sampler chooses another.")
     else:
@@ -154,13 +154,11 @@ def _progressive_sampler(run: Run, o: ExplainOptions, plan: Plan) -> None:
 
 def plan_explain(run: Run, options: ExplainOptions) -> Plan:
     """Check `options` against the run and decide the figures; one-line ConfigErrors, before any work."""
-    from ..sampling.spec import sampler_and_steps
-
     if run.baseline:
         raise ConfigError(f"explain draws the diffusion papers' figures; {run.path} is a {run.family} run: use "
                           f"`diffusionlab report {run.path}`")
     _check_counts(options)
-    sampler, steps = sampler_and_steps(run.loaded.process, options.sampler, options.steps)
+    sampler, steps = run.loaded.sampler_and_steps(options.sampler, options.steps)
     wanted = list(options.figures) if options.figures is not None else list(FIGURES)
     plan = Plan(options, sampler, steps, [], sampler, steps)
     process = run.loaded.process

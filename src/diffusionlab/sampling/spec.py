@@ -112,11 +112,15 @@ def sampler_spec(name: str) -> SamplerSpec:
 
 
 def sampler_and_steps(process: Process, sampler: str | None = None, steps: int | None = None,
-                      sigma_spacing: str | None = None) -> tuple[str, int]:
-    """The sampler and step count asked for, with the family's defaults; a step count the sampler cannot use (or
-    absurd for any sampler) is a one-line error, before any work."""
+                      sigma_spacing: str | None = None,
+                      recommended: tuple[str, int | None] | None = None) -> tuple[str, int]:
+    """The sampler and step count asked for; without a sampler, the run's `recommended` (sampler, steps) if it has
+    one, else the family's defaults. A step count the sampler cannot use (or absurd for any sampler) is a one-line
+    error, before any work."""
     from ..validation import MAX_SAMPLING_STEPS
 
+    if sampler is None and recommended is not None:
+        sampler, steps = recommended[0], steps or recommended[1]
     sampler = sampler or process.default_sampler
     spec = sampler_spec(sampler)
     steps = steps or process.default_steps(sampler)

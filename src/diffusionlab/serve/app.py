@@ -92,8 +92,10 @@ class Served:
             return info
         process = run.loaded.process
         samplers = [s for s, spec in SAMPLERS.items() if spec.space != "time" or is_continuous(process.path)]
-        info.update(text=run.loaded.tokenizer is not None, samplers=samplers, default_sampler=process.default_sampler,
-                    default_steps={s: process.default_steps(s) for s in samplers}, T=process.T)
+        default_sampler, _ = run.loaded.sampler_and_steps()  # the run's recommended sampler, else the family's
+        info.update(text=run.loaded.tokenizer is not None, samplers=samplers, default_sampler=default_sampler,
+                    default_steps={s: run.loaded.sampler_and_steps(s if s != default_sampler else None)[1]
+                                   for s in samplers}, T=process.T)
         if run.loaded.codec.kind == "pixel":
             info["modes"] = ["sample", "inpaint", "edit"]
         return info
@@ -164,8 +166,6 @@ class Playground:
 
     def check(self, req: JobRequest) -> tuple[Served, dict[str, Any]]:
         """Everything about a request that can be checked before it queues; the keyword arguments of the call."""
-        from ..sampling.spec import sampler_and_steps
-
         served = self.served(req.run)
         run, info = served.run, served.info()
         if req.mode not in info["modes"]:
@@ -182,7 +182,7 @@ class Playground:
                                  f"{', '.join(info['samplers'])}")
             if req.mode != "sample" and (req.sampler or default) not in ("ddpm", "ddim"):
                 raise BadRequest(f"{req.mode} runs with the ddpm or ddim sampler, not {req.sampler!r}")
-            sampler, steps = sampler_and_steps(run.loaded.process, req.sampler or default, req.steps)
+            sampler, steps = run.loaded.sampler_and_steps(req.sampler or default, req.steps)
             kw.update(sampler=sampler, steps=steps, eta=req.eta)
         k, text = info["num_classes"], info["text"]
         if req.class_id is not None:

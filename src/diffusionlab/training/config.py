@@ -164,20 +164,32 @@ OPTIM_RANGES: dict[str, v.Range] = {
 
 @dataclass
 class SampleConfig:
-    """How the sample grids written during training are drawn."""
+    """How the sample grids written during training are drawn, and the sampler the run recommends afterwards."""
 
     sampler: str = "ddim"
     steps: int = 50
     eta: float = 0.0
     n: int = 64
     clip_x0: bool = True
+    # What `sample`, `evaluate`, the API and the playground use when no sampler is asked for: a preset's choice by
+    # measurement (presets.py). None: the family's `default_sampler` and `default_steps`.
+    recommended_sampler: str | None = None
+    recommended_steps: int | None = None
 
     def validate(self) -> None:
         """One-line ConfigErrors for fields of the wrong type or out of range."""
         from ..sampling import SAMPLER_NAMES
 
-        v.check_instance(self, "sample", {"steps": v.at_least(1, v.MAX_SAMPLING_STEPS), "eta": v.Range(0, 1),
-                                          "n": v.at_least(1)}, {"sampler": SAMPLER_NAMES})
+        steps = v.at_least(1, v.MAX_SAMPLING_STEPS)
+        v.check_instance(self, "sample", {"steps": steps, "eta": v.Range(0, 1), "n": v.at_least(1),
+                                          "recommended_steps": steps},
+                         {"sampler": SAMPLER_NAMES, "recommended_sampler": SAMPLER_NAMES})
+        if self.recommended_steps is not None and self.recommended_sampler is None:
+            raise ConfigError("sample.recommended_steps needs sample.recommended_sampler (the sampler they are for)")
+
+    def recommended(self) -> tuple[str, int | None] | None:
+        """(sampler, steps) the run recommends, or None for the family's defaults."""
+        return None if self.recommended_sampler is None else (self.recommended_sampler, self.recommended_steps)
 
 
 TASKS = ("generate", "superres")
@@ -272,6 +284,13 @@ class RunConfig:
         s = self.sample
         if process.T is not None and sampler_spec(s.sampler).space == "vp" and s.steps > process.T:
             raise ConfigError(f"sample.steps {s.steps} is more than the model's T = {process.T} (sampler {s.sampler})")
+        if s.recommended_sampler is not None:
+            from ..sampling.spec import sampler_and_steps
+
+            try:
+                sampler_and_steps(process, recommended=s.recommended())
+            except ConfigError as e:
+                raise ConfigError(f"sample.recommended_sampler: {e}") from None
         shape = _image_shape(self.data, self.model)
         v.require_memory(v.images_bytes(self.train.batch_size, shape), f"train.batch_size {self.train.batch_size}",
                          "one batch of images")
@@ -386,14 +405,19 @@ def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def merge_config(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     """`layer` (a config file, the command line) merged over `base`; a layer that changes the process's method
     starts that section afresh, because a family's settings mean nothing to another family; likewise a layer that
-    changes the network starts the model section afresh (a UNet's sizes mean nothing to a DiT)."""
+    changes the network starts the model section afresh (a UNet's sizes mean nothing to a DiT). Either drops the
+    base's recommended sampler, which was measured on the base's model."""
     new_method = (layer.get("process") or {}).get("method")
-    if new_method is not None and new_method != (base.get("process") or {}).get("method", "ddpm"):
+    new_family = new_method is not None and new_method != (base.get("process") or {}).get("method", "ddpm")
+    if new_family:
         base = {**base, "process": {}}
     model = layer.get("model")
     new_network = model.get("network") if isinstance(model, dict) else None
     if new_network is not None and new_network != (base.get("model") or {}).get("network", "unet"):
         base = {**base, "model": {}}
+        new_family = True
+    if new_family and isinstance(base.get("sample"), dict):  # a recommendation was measured on the base's model
+        base = {**base, "sample": {**base["sample"], "recommended_sampler": None, "recommended_steps": None}}
     return deep_update(base, layer)
 
 
