@@ -184,7 +184,7 @@ def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tupl
         for prec in precisions:
             bf16 = prec == "bf16"
             variants[f"ours {prec}"] = (UNet(case.ours), x, bf16)  # the layout UNet picks on this machine
-            if with_cl and not bf16:
+            if with_cl:
                 # Ours in the other layout, to show what `preferred_memory_format()` gains here.
                 alt = torch.contiguous_format if default_cl else torch.channels_last
                 variants[f"ours {'std' if default_cl else '+CL'} {prec}"] = (UNet(case.ours, memory_format=alt), x, bf16)

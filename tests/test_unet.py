@@ -290,3 +290,28 @@ def test_memory_format_is_a_speed_choice_only(monkeypatch) -> None:
     monkeypatch.setenv("DIFFUSIONLAB_MEMORY_FORMAT", "nchw")
     with pytest.raises(ConfigError, match="DIFFUSIONLAB_MEMORY_FORMAT"):
         preferred_memory_format()
+
+
+def test_the_layout_follows_what_was_measured_on_each_cpu(monkeypatch, tmp_path) -> None:
+    """channels_last only where it was measured faster for the UNet (Intel AVX-512/AMX); the standard layout on AMD
+    (AVX2 and AVX-512: BENCHMARKS.md, "UNet vs diffusers UNet2DModel") and on AVX2; the autoencoder keeps its own."""
+    import diffusionlab.models.unet as unet
+    from diffusionlab.models.unet import cpu_vendor, preferred_memory_format
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert cpu_vendor(str(cpuinfo)) == "AuthenticAMD" and cpu_vendor(str(tmp_path / "none")) == ""
+    monkeypatch.delenv("DIFFUSIONLAB_MEMORY_FORMAT", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for capability, vendor, layout in [("AVX512", "GenuineIntel", torch.channels_last),
+                                       ("AVX512", "AuthenticAMD", torch.contiguous_format),
+                                       ("AVX2", "GenuineIntel", torch.contiguous_format),
+                                       ("AVX2", "AuthenticAMD", torch.contiguous_format)]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(unet, "cpu_vendor", lambda v=vendor: v)
+        assert preferred_memory_format() == layout, (capability, vendor)
+        amd_ae = capability == "AVX512"  # the autoencoder was measured faster in channels_last on AVX-512
+        assert (preferred_memory_format(on_amd_avx512=torch.channels_last) == torch.channels_last) == amd_ae
+        net = UNet(UNetConfig(image_size=8, in_channels=1, base_channels=8, channel_mult=(1,), num_res_blocks=1,
+                              attention_resolutions=(), num_heads=1))
+        assert net.memory_format == layout

@@ -25,12 +25,28 @@ from .layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, 
 from .text_encoder import TextEncoderConfig, build_text_encoder
 
 
-def preferred_memory_format() -> torch.memory_format:
-    """channels_last where the oneDNN kernels are faster in it (AVX-512/AMX CPUs, GPUs), else the standard layout.
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
-    Measured (BENCHMARKS.md, "UNet vs diffusers UNet2DModel"): on an AVX-512/AMX Xeon channels_last made
-    the float32 UNet faster; on AVX2-only EPYCs it made both ours and diffusers' slower (with 2 threads, our
-    training step 1,050 against 681 ms, diffusers' 968 against 921; section "2 threads, AVX2").
+
+def preferred_memory_format(on_amd_avx512: torch.memory_format = torch.contiguous_format) -> torch.memory_format:
+    """channels_last where the UNet's oneDNN kernels were measured faster in it (Intel AVX-512/AMX CPUs, GPUs), else
+    the standard layout; `on_amd_avx512` is the layout for an AMD CPU with AVX-512 (another network's measurement).
+
+    Measured (BENCHMARKS.md, "UNet vs diffusers UNet2DModel", our layout against the other in one interleaved run):
+    on an Intel Xeon with AVX-512/AMX channels_last made the float32 UNet faster; on AVX2-only AMD EPYCs it made it
+    slower (with 2 threads, our training step 1,050 against 681 ms; "2 threads, AVX2"); on an AMD EPYC with AVX-512
+    and avx512_bf16 (Zen 4) the standard layout was as fast or faster in bf16, what `auto` trains in there (training
+    step 1.00x at 16 and 32 base channels, sampling forward 1.04x and 1.01x), and faster in float32 on the small
+    networks (the 16-channel mnist preset: 1.27x training, 1.57x sampling; "2 threads, AVX512").
     DIFFUSIONLAB_MEMORY_FORMAT=channels_last|contiguous overrides the choice.
     """
     forced = os.environ.get("DIFFUSIONLAB_MEMORY_FORMAT")
@@ -38,8 +54,10 @@ def preferred_memory_format() -> torch.memory_format:
         if forced not in ("channels_last", "contiguous"):
             raise ConfigError(f"DIFFUSIONLAB_MEMORY_FORMAT must be channels_last or contiguous, got {forced!r}")
         return torch.channels_last if forced == "channels_last" else torch.contiguous_format
-    if torch.cuda.is_available() or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    if torch.cuda.is_available():
         return torch.channels_last
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.channels_last if cpu_vendor() == "GenuineIntel" else on_amd_avx512
     return torch.contiguous_format
 
 
