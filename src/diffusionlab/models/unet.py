@@ -45,7 +45,7 @@ def preferred_memory_format(on_amd_avx512: torch.memory_format = torch.contiguou
     on an Intel Xeon with AVX-512/AMX channels_last made the float32 UNet faster; on AVX2-only AMD EPYCs it made it
     slower (with 2 threads, our training step 1,050 against 681 ms; "2 threads, AVX2"); on an AMD EPYC with AVX-512
     and avx512_bf16 (Zen 4) the standard layout was as fast or faster in bf16, what `auto` trains in there (training
-    step 1.00x at 16 and 32 base channels, sampling forward 1.04x and 1.01x), and faster in float32 on the small
+    step 1.00x at 16 and 32 base channels, sampling forward 1.06x and 1.02x), and faster in float32 on the small
     networks (the 16-channel mnist preset: 1.27x training, 1.57x sampling; "2 threads, AVX512").
     DIFFUSIONLAB_MEMORY_FORMAT=channels_last|contiguous overrides the choice.
     """

@@ -291,6 +291,13 @@ class RunConfig:
                 sampler_and_steps(process, recommended=s.recommended())
             except ConfigError as e:
                 raise ConfigError(f"sample.recommended_sampler: {e}") from None
+        from ..paths import is_continuous
+
+        for key in ("sampler", "recommended_sampler"):  # ode-*: the path's own dx/dt, which a DDPM does not define
+            name = getattr(s, key)
+            if name is not None and sampler_spec(name).space == "time" and not is_continuous(process.path):
+                raise ConfigError(f"sample.{key} {name} integrates d x_t / dt and needs a continuous-time path; this "
+                                  "model's path is discrete (DDPM)")
         shape = _image_shape(self.data, self.model)
         v.require_memory(v.images_bytes(self.train.batch_size, shape), f"train.batch_size {self.train.batch_size}",
                          "one batch of images")
