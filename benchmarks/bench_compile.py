@@ -1,8 +1,9 @@
 """torch.compile against eager for one training step, ours and diffusers' UNet2DModel, interleaved in one process.
 
-    python benchmarks/bench_compile.py [--precision auto|bf16|fp32] [--threads 2] [--write]
+    python benchmarks/bench_compile.py [--precision auto|bf16|fp32] [--threads 2] [--write] [--heading "## ..."]
 
-The `mnist` preset's network (bench_unet.py's first case, the same parameter count on both sides); a training step is
+The `mnist` preset's network (bench_unet.py's first case, the same parameter count on both sides; diffusers with
+its default SDPA attention and with its classic attention processor); a training step is
 forward + MSE + backward + AdamW under CPU bf16 autocast or in float32 (`auto`: bf16 where the CPU has native bf16,
 as the trainer's `--mixed-precision auto`). One section per CPU kind (report.on_this_cpu). The compile time
 (Inductor, first two steps) is reported but not timed into the steps. Medians of wall-clock per step; ratios are paired per repeat.
@@ -19,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import (DiffusersWrapper, cases, diffusers_config, interleaved, make_train_step, paired_ratio,  # noqa: E402
-                        training_inputs)
+from bench_unet import (DiffusersWrapper, cases, classic_attention, diffusers_config, interleaved,  # noqa: E402
+                        make_train_step, paired_ratio, training_inputs)
 from report import dated_cpu_line, on_this_cpu, publish  # noqa: E402
 
 from diffusionlab.training.precision import cpu_bf16_flags  # noqa: E402
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--heading", default=HEADING, help="the BENCHMARKS.md section to write (one per network)")
     args = ap.parse_args()
     from diffusers import UNet2DModel
 
@@ -45,7 +47,8 @@ def main() -> None:
     case = cases(False)[0]
     c = case.ours
     x, t, target = training_inputs(c, case.batch)
-    nets = {"ours": lambda: UNet(c), "diffusers": lambda: DiffusersWrapper(UNet2DModel(**diffusers_config(c)))}
+    nets = {"ours": lambda: UNet(c), "diffusers": lambda: DiffusersWrapper(UNet2DModel(**diffusers_config(c))),
+            "diffusers+classic-attn": lambda: DiffusersWrapper(classic_attention(UNet2DModel(**diffusers_config(c))))}
     fns, compile_s = {}, {}
     for name, make in nets.items():
         fns[f"{name} eager"] = make_train_step(make(), x, t, target, bf16)
@@ -63,20 +66,21 @@ def main() -> None:
         lines.append(f"| {k} | {med[k] * 1e3:.1f} | {case.batch / med[k]:.0f} | "
                      f"{paired_ratio(times[k], times['ours eager']):.2f}x |")
     best_ours = min(("ours eager", "ours compiled"), key=med.__getitem__)
-    best_peer = min(("diffusers eager", "diffusers compiled"), key=med.__getitem__)
+    best_peer = min((k for k in fns if k.startswith("diffusers")), key=med.__getitem__)
     body = "\n".join([
         dated_cpu_line(),
         f"- Command: `python benchmarks/bench_compile.py --precision {args.precision} --threads {args.threads}"
-        f"{' --write' if args.write else ''}` ({'bf16 autocast' if bf16 else 'float32'}; the `mnist` preset's network, "
-        f"batch {case.batch}, one training step, "
+        f"{' --write' if args.write else ''}{'' if args.heading == HEADING else f' --heading {args.heading!r}'}` "
+        f"({'bf16 autocast' if bf16 else 'float32'}; the `mnist` preset's network "
+        f"({c.base_channels} base channels), batch {case.batch}, one training step, fused AdamW, "
         f"{args.repeats} interleaved repeats after 1 warm-up; `against ours eager` > 1 means slower than ours eager)",
-        f"- Compile time (Inductor, the first two steps): ours {compile_s['ours']:.0f} s, diffusers "
-        f"{compile_s['diffusers']:.0f} s",
+        "- Compile time (Inductor, the first two steps): "
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in compile_s.items()),
         "", *lines, "",
         f"- Each side at its best: `{best_ours}` against `{best_peer}`: "
         f"**{paired_ratio(times[best_peer], times[best_ours]):.2f}x** (> 1: ours faster)",
     ])
-    publish(on_this_cpu(HEADING), body, args.write)
+    publish(on_this_cpu(args.heading), body, args.write)
 
 
 if __name__ == "__main__":

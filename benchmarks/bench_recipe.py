@@ -83,6 +83,12 @@ ROWS["base16-attn14-procs2"] = (["--base-channels", "16", "--attention-resolutio
 ROWS["base16"] = (["--base-channels", "16", "--procs", "1"], "16 base channels, one process (the preset since issue 18)")
 ROWS["base16-procs1-seed1"] = (["--base-channels", "16", "--procs", "1", "--seed", "1"],
                               "16 base channels, one process, training seed 1")
+# The preset as it trains since the size-chosen attention kernel and fused AdamW (issue 18, ninth session): the same
+# flags as base16-procs2, which ran on the code before them.
+ROWS["base16-procs2-v2"] = (["--base-channels", "16", "--procs", "2"],
+                            "16 base channels in 2 processes x 1 thread, explicit attention at 7x7 and fused AdamW")
+ROWS["base16-procs2-v2-seed1"] = (["--base-channels", "16", "--procs", "2", "--seed", "1"],
+                                  "the same, training seed 1")
 POSTHOC_HEADING = "## Post-hoc EMA: the averaging length at an equal budget (issue 18)"
 SAMPLERS = "ddim:50,dpmpp2m:10"  # NAME:STEPS, the preset's sampler first
 

@@ -114,9 +114,20 @@ class DiffusersWrapper(nn.Module):
         return self.model(x, t).sample
 
 
+def classic_attention(model: nn.Module) -> nn.Module:
+    """Give every diffusers attention layer the classic `AttnProcessor` instead of its default SDPA processor."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    for m in model.modules():
+        if hasattr(m, "set_processor"):
+            m.set_processor(AttnProcessor())
+    return model
+
+
 def make_train_step(net: nn.Module, x: Tensor, t: Tensor, target: Tensor, bf16: bool) -> Callable[[], None]:
     """A closure doing one forward + MSE + backward + AdamW step (under CPU bf16 autocast if bf16)."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    # The trainer's optimizer (training/diffusion.py: fused AdamW) on both sides.
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
 
     def step() -> None:
         net.train()
@@ -189,6 +200,10 @@ def run(quick: bool, threads: int, precisions: list[str], with_cl: bool) -> tupl
                 alt = torch.contiguous_format if default_cl else torch.channels_last
                 variants[f"ours {'std' if default_cl else '+CL'} {prec}"] = (UNet(case.ours, memory_format=alt), x, bf16)
             variants[f"diffusers {prec}"] = (DiffusersWrapper(UNet2DModel(**theirs_cfg)), x, bf16)
+            # diffusers' classic attention processor (baddbmm + softmax): faster than its default SDPA on CPU at
+            # short sequences, and in bf16 it avoids the slow bf16 flash-attention backward.
+            classic = DiffusersWrapper(classic_attention(UNet2DModel(**theirs_cfg)))
+            variants[f"diffusers+classic-attn {prec}"] = (classic, x, bf16)
             if with_cl and not bf16:
                 # The same diffusers model given channels_last weights and input: what a tuned user could get.
                 cl = DiffusersWrapper(UNet2DModel(**theirs_cfg)).to(memory_format=torch.channels_last)

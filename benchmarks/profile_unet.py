@@ -9,7 +9,8 @@ Two modes, both on one training step (forward + MSE + backward + AdamW step):
         every lever side by side, interleaved in one process (order alternated every repeat), as the median
         of per-repeat ratios baseline_time / lever_time (> 1: the lever is faster).
 
-Models: "mnist" (the mnist preset's network, batch 64), "digits" (the digits preset's, batch 128),
+Models: "mnist" (the mnist recipe's network before issue 18, 32 base channels, batch 64), "mnist16" (the mnist
+preset's network since, 16 base channels), "digits" (the digits preset's, batch 128),
 "bench28" (bench_unet.py's 28x28 case, batch 32). Default 1 thread (--threads): on a shared 2-core
 machine the 1-thread ratios are the stable ones. diffusers is used only by `profile --peer`
 (bench_unet.py times the two side by side). Not part of the test suite.
@@ -36,6 +37,8 @@ from diffusionlab.models import layers
 MODELS: dict[str, tuple[dict, int]] = {
     "mnist": (dict(image_size=28, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                    attention_resolutions=(7,), num_heads=4, out_channels=2), 64),
+    "mnist16": (dict(image_size=28, base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
+                     attention_resolutions=(7,), num_heads=4, out_channels=2), 64),
     "digits": (dict(image_size=8, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                     attention_resolutions=(), num_heads=4), 128),
     "bench28": (dict(image_size=28, base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
@@ -101,7 +104,8 @@ def group_norm_detour_fp32(net: nn.Module) -> nn.Module:
 
 
 def attention_variant(net: nn.Module, mode: str) -> nn.Module:
-    """mode 'sdpa_native': SDPA in the autocast dtype (bf16 under autocast); 'math': explicit softmax(QK^T)V."""
+    """mode 'sdpa_native': SDPA in the autocast dtype (bf16 under autocast); 'sdpa_fp32': SDPA in float32 (the block
+    before the size-chosen kernel of 2026-12-07); 'math': explicit softmax(QK^T)V."""
 
     def forward(self: layers.AttentionBlock, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -110,6 +114,9 @@ def attention_variant(net: nn.Module, mode: str) -> nn.Module:
         q, k, v = self.qkv(tokens).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
         if mode == "sdpa_native":
             out = F.scaled_dot_product_attention(q, k, v)
+        elif mode == "sdpa_fp32":
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(v.dtype)
         else:
             att = torch.softmax((q * (c // heads) ** -0.5) @ k.transpose(-1, -2), dim=-1)
             out = att.to(v.dtype) @ v
@@ -214,9 +221,12 @@ def levers(model: str, repeats: int, with_compile: bool, nthreads: int) -> None:
             attention_variant(stock_group_norm(build(cfg)), "sdpa_native"), x, t, tgt, bf16=True),
         "bf16 autocast, before, contiguous": train_step(
             attention_variant(stock_group_norm(build(cfg, CONTIG)), "sdpa_native"), x, t, tgt, bf16=True),
-        "bf16 autocast, fp32 SDPA only, contiguous": train_step(stock_group_norm(build(cfg, CONTIG)), x, t, tgt,
-                                                                bf16=True),
-        "bf16 autocast, now (GN detour + fp32 SDPA), CL": train_step(build(cfg), x, t, tgt, bf16=True),
+        "bf16 autocast, GN detour + fp32 SDPA (before 2026-12-07), CL": train_step(
+            attention_variant(build(cfg), "sdpa_fp32"), x, t, tgt, bf16=True),
+        "bf16 autocast, fp32 SDPA (before 2026-12-07), contiguous": train_step(
+            attention_variant(build(cfg, CONTIG), "sdpa_fp32"), x, t, tgt, bf16=True),
+        "bf16 autocast, now (GN detour + layers.attention), CL": train_step(build(cfg), x, t, tgt, bf16=True),
+        "bf16 autocast, now, contiguous": train_step(build(cfg, CONTIG), x, t, tgt, bf16=True),
     }
     if with_compile:
         for name, bf16 in (("compile (net.compile()) fp32", False), ("compile (net.compile()) bf16", True)):

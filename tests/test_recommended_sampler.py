@@ -85,7 +85,7 @@ def test_the_playground_offers_it_first(run: dl.Run):
     ({"recommended_steps": 10}, "recommended_steps needs sample.recommended_sampler"),
     ({"recommended_sampler": "ddim", "recommended_steps": 500}, "more than the model's T = 100"),
     ({"recommended_sampler": "ode-euler"}, "needs a continuous-time path"),
-    ({"sampler": "ode-heun"}, "sample.sampler ode-heun integrates"),
+    ({"sampler": "ode-heun"}, "sample.sampler: sampler ode-heun integrates"),
     ({"recommended_sampler": "dpmpp2m", "recommended_steps": 0}, "recommended_steps must be"),
     ({"recommended_sampler": "dpmpp2m", "recommended_steps": float("nan")}, "recommended_steps must be"),
 ])

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .. import validation as v
 from ..errors import ConfigError
 from .config import SizedConfig
-from .layers import timestep_embedding, zero_
+from .layers import attention, timestep_embedding, zero_
 from .text_encoder import TextEncoderConfig, build_text_encoder
 
 
@@ -119,13 +119,13 @@ class DiTBlock(nn.Module):
         """x: (B, N, W) tokens; c: (B, W) SiLU of the conditioning vector; context: (tokens, mask) of a caption."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(c).chunk(6, dim=1)
         q, k, v_ = (self._heads(z) for z in self.qkv(modulate(self.norm1(x), shift_a, scale_a)).chunk(3, dim=2))
-        attn = F.scaled_dot_product_attention(q, k, v_).transpose(1, 2).flatten(2)
+        attn = attention(q, k, v_).transpose(1, 2).flatten(2)
         x = x + gate_a.unsqueeze(1) * self.attn_out(attn)
         if self.cross is not None and context is not None:
             tokens, mask = context
             k, v_ = (self._heads(z) for z in self.cross_kv(tokens.to(x.dtype)).chunk(2, dim=2))
             q = self._heads(self.cross_q(self.norm_c(x)))
-            out = F.scaled_dot_product_attention(q, k, v_, attn_mask=mask.to(x.device)[:, None, None, :])
+            out = attention(q, k, v_, mask.to(x.device)[:, None, None, :])
             x = x + self.cross(out.transpose(1, 2).flatten(2))
         return x + gate_m.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 

@@ -8,8 +8,10 @@ Every block works on NCHW tensors in either memory format; the UNet keeps activa
 attention block is written so that channels_last costs it no copies. Two CPU kernels are slow in reduced
 precision (bf16 autocast), so the blocks route around them: `GroupNorm` normalises a bf16 channels_last
 tensor in the standard layout (PyTorch's bf16 channels_last GroupNorm is 10-40x slower than the
-standard-layout one), and `AttentionBlock` runs the attention kernel in float32 (the bf16 flash-attention
-backward is ~10x slower than the float32 one at these sizes). Neither changes float32 numerics.
+standard-layout one), and `attention` computes in float32 on CPU up to 256 tokens (the bf16 flash-attention
+backward is 1.03-4x slower than the float32 one there). `attention` also picks the faster CPU kernel for its size: the explicit
+softmax(QK^T)V for short sequences, the fused flash kernel for long ones. Neither changes float32 numerics
+beyond rounding.
 """
 
 from __future__ import annotations
@@ -156,9 +158,36 @@ class CrossAttentionBlock(nn.Module):
         q = self.q(self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)).reshape(b, h * w, heads, c // heads)
         k, v = self.kv(context.to(q.dtype)).reshape(b, length, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
         attn_mask = mask.to(q.device).view(b, 1, 1, length)  # True = attend; [PAD] keys get no weight
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attn_mask)
+        out = attention(q.transpose(1, 2), k, v, attn_mask)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+# At most this many (query, key) pairs per head, the explicit softmax(QK^T / sqrt(d)) V beats PyTorch's fused CPU
+# (flash) kernel: 1.4-2.2x for a training step of the kernel and 1.1-2.8x in inference at 16-64 tokens and head
+# dims 8-64, float32, 2 threads. From 196 tokens on the flash kernel wins (0.3-0.9x), and it never materialises
+# the (L_q, L_k) matrix. Measured by benchmarks/bench_attention.py (BENCHMARKS.md, "Attention kernels by size").
+EXPLICIT_ATTENTION_MAX_PAIRS = 64 * 64
+# Under bf16 autocast, up to this many pairs the float32 fused kernel trains 1.03-4x faster than the bf16 one (whose
+# backward is slow on CPU); at 1024 tokens bf16 is 1.1-1.5x faster, and stays in bf16 (same benchmark).
+FLOAT32_ATTENTION_MAX_PAIRS = 256 * 256
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(Q K^T / sqrt(d)) V over (..., L, d) heads (Vaswani et al. 2017, eq. 1); mask: True = attend."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    pairs = q.shape[-2] * k.shape[-2]
+    if q.dtype in _REDUCED and pairs <= FLOAT32_ATTENTION_MAX_PAIRS:
+        # Short and medium sequences compute in float32 under bf16 autocast, and return the autocast dtype.
+        with torch.autocast("cpu", enabled=False):
+            return attention(q.float(), k.float(), v.float(), mask).to(q.dtype)
+    if pairs > EXPLICIT_ATTENTION_MAX_PAIRS or q.dtype in _REDUCED:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
 
 
 class AttentionBlock(nn.Module):
@@ -178,17 +207,8 @@ class AttentionBlock(nn.Module):
         b, c, h, w = x.shape
         heads = self.num_heads
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
-        qkv = self.qkv(tokens).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        # PyTorch's fused attention (flash kernel on CPU) scales by 1/sqrt(head_dim) and never
-        # materialises the (H*W)^2 attention matrix in the forward pass.
-        if qkv.dtype in _REDUCED and qkv.device.type == "cpu":
-            # The CPU bf16 flash-attention backward is ~10x slower than the float32 one (a quarter of a bf16
-            # autocast training step); attention is ~1% of the float32 cost, so compute it in float32.
-            with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(*qkv.float().unbind(0)).to(qkv.dtype)
-        else:
-            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        q, k, v = self.qkv(tokens).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = self.proj(attention(q, k, v).transpose(1, 2).reshape(b, h * w, c))
         return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import validation as v
+from ..cpuinfo import cpuinfo_field
 from ..errors import ConfigError
 from .config import SizedConfig, resnet_parameters
 from .layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, Upsample, group_norm,
@@ -27,14 +28,7 @@ from .text_encoder import TextEncoderConfig, build_text_encoder
 
 def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo_field("vendor_id", cpuinfo) or ""
 
 
 def preferred_memory_format(on_amd_avx512: torch.memory_format = torch.contiguous_format) -> torch.memory_format:

@@ -19,13 +19,13 @@ from ..codecs import Codec, PixelCodec
 from ..data.dataset import PIXEL_RANGE
 from ..denoiser import Denoiser, SigmaModel
 from ..errors import ConfigError
-from ..paths import expand_like, is_continuous, vp_scale
+from ..paths import expand_like, vp_scale
 from ..processes.base import Process
 from ..samplers import NFECounter, solve_ode
 from ..samplers.common import ClipRange
 from ..training.determinism import generator
 from .grids import ode_times, sigma_grid
-from .spec import SamplerOptions, SamplerSpec, sampler_spec
+from .spec import SamplerOptions, SamplerSpec, require_sampler_fits, sampler_spec
 
 # record(k, x_k, x0_hat): called after step k (n_steps .. 1) of a batch
 Recorder = Callable[..., None]
@@ -113,9 +113,7 @@ def sigma_plan(spec: SamplerSpec, process: Process, steps: int, o: SamplerOption
 def time_plan(spec: SamplerSpec, process: Process, steps: int, o: SamplerOptions, clip: ClipRange) -> Plan:
     """An ode-* solver on the PF-ODE in the path's time (`Denoiser.velocity`), from x_t = sqrt(alpha^2 + sigma^2) z."""
     path = process.path
-    if not is_continuous(path):
-        raise ConfigError(f"sampler ode-{spec.method} integrates d x_t / dt and needs a continuous-time path; this "
-                          f"model's path is discrete (DDPM): use heun, dpmpp2m, euler, sde, pc, langevin, ddim or ddpm")
+    require_sampler_fits(f"ode-{spec.method}", process)
     ts = ode_times(path, process.prediction, steps)
 
     def run(model: Denoiser, x: Tensor, y: Tensor | None, g: torch.Generator, record: Recorder) -> tuple[Tensor, int]:

@@ -111,6 +111,16 @@ def sampler_spec(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
+def require_sampler_fits(name: str, process: Process) -> None:
+    """Refuse in one line an ode-* solver on a discrete DDPM: it integrates the path's own d x_t / dt, which a
+    discrete path does not define."""
+    from ..paths import is_continuous
+
+    if sampler_spec(name).space == "time" and not is_continuous(process.path):
+        raise ConfigError(f"sampler {name} integrates d x_t / dt and needs a continuous-time path; this model's path "
+                          "is discrete (DDPM): use heun, dpmpp2m, euler, sde, pc, langevin, ddim or ddpm")
+
+
 def sampler_and_steps(process: Process, sampler: str | None = None, steps: int | None = None,
                       sigma_spacing: str | None = None,
                       recommended: tuple[str, int | None] | None = None) -> tuple[str, int]:
@@ -136,4 +146,4 @@ def sampler_and_steps(process: Process, sampler: str | None = None, steps: int |
 
 
 __all__ = ["LANGEVIN_STEPS_EACH", "ODE_SAMPLERS", "SAMPLERS", "SAMPLER_NAMES", "SIGMA_SAMPLERS", "VP_SAMPLERS",
-           "SamplerOptions", "SamplerSpec", "sampler_and_steps", "sampler_spec"]
+           "SamplerOptions", "SamplerSpec", "require_sampler_fits", "sampler_and_steps", "sampler_spec"]

@@ -259,7 +259,7 @@ class RunConfig:
         and the memory that the network, one training batch and one preview grid need at the least."""
         from ..codecs import check_section
         from ..models import check_section as check_model
-        from ..sampling import sampler_spec
+        from ..sampling.spec import require_sampler_fits, sampler_and_steps, sampler_spec
 
         v.check_value(self.preset, str | None, "preset")
         self.data.validate()
@@ -285,19 +285,16 @@ class RunConfig:
         if process.T is not None and sampler_spec(s.sampler).space == "vp" and s.steps > process.T:
             raise ConfigError(f"sample.steps {s.steps} is more than the model's T = {process.T} (sampler {s.sampler})")
         if s.recommended_sampler is not None:
-            from ..sampling.spec import sampler_and_steps
-
             try:
                 sampler_and_steps(process, recommended=s.recommended())
             except ConfigError as e:
                 raise ConfigError(f"sample.recommended_sampler: {e}") from None
-        from ..paths import is_continuous
-
-        for key in ("sampler", "recommended_sampler"):  # ode-*: the path's own dx/dt, which a DDPM does not define
-            name = getattr(s, key)
-            if name is not None and sampler_spec(name).space == "time" and not is_continuous(process.path):
-                raise ConfigError(f"sample.{key} {name} integrates d x_t / dt and needs a continuous-time path; this "
-                                  "model's path is discrete (DDPM)")
+        for key in ("sampler", "recommended_sampler"):
+            if getattr(s, key) is not None:
+                try:
+                    require_sampler_fits(getattr(s, key), process)
+                except ConfigError as e:
+                    raise ConfigError(f"sample.{key}: {e}") from None
         shape = _image_shape(self.data, self.model)
         v.require_memory(v.images_bytes(self.train.batch_size, shape), f"train.batch_size {self.train.batch_size}",
                          "one batch of images")

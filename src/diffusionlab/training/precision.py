@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..cpuinfo import CPUINFO, cpuinfo_field
 from ..errors import ConfigError
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -52,15 +53,9 @@ def cpu_bf16_flags(cpuinfo: Path | None = None) -> tuple[str, ...]:
             return tuple(name for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"),
                                                   ("amx_bf16", "_is_amx_tile_supported")) if getattr(torch.cpu, probe)())
         except (AttributeError, RuntimeError):
-            cpuinfo = Path("/proc/cpuinfo")
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
-    except OSError:
-        pass
-    return ()
+            cpuinfo = CPUINFO
+    flags = set((cpuinfo_field("flags", cpuinfo) or "").split())
+    return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
 
 
 def resolve_mixed_precision(requested: str, device_type: str, bf16_flags: tuple[str, ...] | None = None) -> PrecisionChoice:
