@@ -3,15 +3,15 @@
 References: Ho et al. 2020 (DDPM), Appendix B; Nichol & Dhariwal 2021 (improved DDPM, "iDDPM");
 Vaswani et al. 2017 for the sinusoidal embedding.
 
-Every block works on NCHW tensors in either memory format; the UNet keeps activations in
-`torch.channels_last` because the oneDNN convolutions are faster in it (see BENCHMARKS.md), and the
-attention block is written so that channels_last costs it no copies. Two CPU kernels are slow in reduced
-precision (bf16 autocast), so the blocks route around them: `GroupNorm` normalises a bf16 channels_last
-tensor in the standard layout (PyTorch's bf16 channels_last GroupNorm is 10-40x slower than the
-standard-layout one), and `attention` computes in float32 on CPU up to 256 tokens (the bf16 flash-attention
-backward is 1.03-4x slower than the float32 one there). `attention` also picks the faster CPU kernel for its size: the explicit
-softmax(QK^T)V for short sequences, the fused flash kernel for long ones. Neither changes float32 numerics
-beyond rounding.
+Every block works on NCHW tensors in either memory format; the UNet keeps activations in the layout that
+`unet.preferred_memory_format` picks for the CPU (channels_last where the oneDNN convolutions were measured faster
+in it), and the attention block is written so that channels_last costs it no copies. Two CPU kernels are slow in
+reduced precision (bf16 autocast), so the blocks route around them: `GroupNorm` normalises a bf16 channels_last
+tensor in the standard layout (PyTorch's bf16 channels_last GroupNorm is 10-40x slower than the standard-layout
+one), and `attention` computes in float32 on CPU up to 256 tokens (the bf16 flash-attention backward is 1.1-4x
+slower than the float32 one there). `attention` also picks the faster CPU kernel for its size: the explicit
+softmax(QK^T)V for short sequences, the fused flash kernel for long ones. Neither changes float32 numerics beyond
+rounding.
 """
 
 from __future__ import annotations
@@ -163,13 +163,14 @@ class CrossAttentionBlock(nn.Module):
         return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
-# At most this many (query, key) pairs per head, the explicit softmax(QK^T / sqrt(d)) V beats PyTorch's fused CPU
-# (flash) kernel: 1.4-2.2x for a training step of the kernel and 1.1-2.8x in inference at 16-64 tokens and head
-# dims 8-64, float32, 2 threads. From 196 tokens on the flash kernel wins (0.3-0.9x), and it never materialises
-# the (L_q, L_k) matrix. Measured by benchmarks/bench_attention.py (BENCHMARKS.md, "Attention kernels by size").
+# At most this many (query, key) pairs per head, the explicit softmax(QK^T / sqrt(d)) V is faster on CPU than PyTorch's
+# fused (flash) kernel. Two runs of benchmarks/bench_attention.py (float32, 2 threads, 16-64 tokens, head dims 8-64):
+# 0.93-2.2x for a training call of the kernel, 1.07-1.86x at the UNet's 49 tokens, and up to 2.8x in inference. From
+# 196 tokens on the fused kernel wins (0.3-0.9x), and it never materialises the (L_q, L_k) matrix (BENCHMARKS.md,
+# "Attention kernels by size").
 EXPLICIT_ATTENTION_MAX_PAIRS = 64 * 64
-# Under bf16 autocast, up to this many pairs the float32 fused kernel trains 1.03-4x faster than the bf16 one (whose
-# backward is slow on CPU); at 1024 tokens bf16 is 1.1-1.5x faster, and stays in bf16 (same benchmark).
+# Under bf16 autocast, up to this many pairs the float32 fused kernel trains 1.09-4x faster than the bf16 one (whose
+# backward is slow on CPU); at 1024 tokens bf16 is as fast or up to 1.5x faster, and stays in bf16 (same benchmark).
 FLOAT32_ATTENTION_MAX_PAIRS = 256 * 256
 
 
