@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv and run the whole test suite (1,074 tests; about 22 minutes on 2 idle AVX-512 cores, 28-31 on AVX2-only ones).
+# Set up .venv and run the whole test suite (1,089 tests; about 22 minutes on 2 idle AVX-512 cores, 28-31 on AVX2-only ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
