@@ -2,7 +2,9 @@
 
 Times (a) one training step (forward + MSE + backward + AdamW step) and (b) one sampling forward pass
 (eval, no_grad), in float32 and under CPU bf16 autocast (`torch.autocast("cpu", torch.bfloat16)`, what the
-trainer's `mixed_precision="bf16"` runs), interleaving all models of a case in one process. Reports
+trainer's `mixed_precision="bf16"` runs), interleaving all models of a case in one process. diffusers runs with its
+default SDPA attention and with its classic `AttnProcessor` (its faster setting in bf16 on CPU), and both sides
+step the trainer's fused AdamW. Reports
 median ms, images/s and the median over repeats of the paired ratio peer_time / ours_time (> 1: ours faster).
 
     .venv/bin/python benchmarks/bench_unet.py                  # full run, 1 thread

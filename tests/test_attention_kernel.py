@@ -1,9 +1,10 @@
 """`layers.attention`: softmax(Q K^T / sqrt(d)) V (Vaswani et al. 2017, eq. 1) by the faster CPU kernel for its size.
 
 Short sequences (at most EXPLICIT_ATTENTION_MAX_PAIRS query-key pairs per head) take the explicit product, longer
-ones PyTorch's fused kernel; bf16 inputs are computed in float32 up to FLOAT32_ATTENTION_MAX_PAIRS. Both kernels must give the definition's value:
-the reference here is the formula in float64, and float32 results must match it to 1e-5 (values of order 1;
-float32 rounding over head dims <= 64 stays below 1e-6). The dispatch itself is asserted bit for bit.
+ones PyTorch's fused kernel; bf16 inputs are computed in float32 up to FLOAT32_ATTENTION_MAX_PAIRS. Both kernels
+must give the definition's value: the reference here is the formula in float64, and float32 results must match it
+to 1e-5 (values of order 1; float32 rounding over head dims <= 64 stays below 1e-6). The dispatch itself is asserted
+bit for bit.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import validation as v
-from ..cpuinfo import cpuinfo_field
+from ..cpuinfo import CPUINFO, cpuinfo_field
 from ..errors import ConfigError
 from .config import SizedConfig, resnet_parameters
 from .layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, Upsample, group_norm,
@@ -26,7 +27,7 @@ from .layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, 
 from .text_encoder import TextEncoderConfig, build_text_encoder
 
 
-def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+def cpu_vendor(cpuinfo: Path | str = CPUINFO) -> str:
     """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
     return cpuinfo_field("vendor_id", cpuinfo) or ""
 
